@@ -1,0 +1,52 @@
+#include "ferry/cli/run.hpp"
+
+#include <cstdio>
+#include <string_view>
+
+#include <fmt/core.h>
+
+namespace ferry::cli {
+namespace {
+
+std::string_view base_name(std::string_view path) {
+    auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+constexpr const char* usage_text =
+    "usage: ferry COMMAND [ARGS...]\n"
+    "\n"
+    "commands:\n"
+    "  offload SYSTEM MAX-SILENT-TIME PRINT-BUILD-TRACE BUILD-TIMEOUT   guix-daemon's build hook\n"
+    "  test [FILE [REGEX]]             check that every build machine works\n"
+    "  status [FILE [REGEX]] [--json]  show load, space and slots of every build machine\n"
+    "  bench ...                       measure closure transfer throughput (ferry bench --help)\n"
+    "  version                         print ferry's version\n"
+    "\n"
+    "Installed as ferry-build-hook, ferry is Nix's build hook (build-hook setting).\n";
+
+int usage(std::FILE* out, int status) {
+    std::fputs(usage_text, out);
+    return status;
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+    if (argc < 1) return usage(stderr, 2);
+    if (base_name(argv[0]) == "ferry-build-hook") {
+        fmt::print(stderr, "ferry-build-hook: not implemented yet\n");
+        return 1;
+    }
+    if (argc < 2) return usage(stderr, 2);
+    std::string_view command = argv[1];
+    if (command == "--help" || command == "-h" || command == "help") return usage(stdout, 0);
+    if (command == "version" || command == "--version") {
+        fmt::print("ferry {}\n", FERRY_VERSION);
+        return 0;
+    }
+    fmt::print(stderr, "ferry: unknown command '{}'\n", command);
+    return usage(stderr, 2);
+}
+
+}  // namespace ferry::cli
