@@ -1,5 +1,7 @@
 #include "ferry/cli/run.hpp"
 
+#include "ferry/cli/hosts_command.hpp"
+
 #include <cstdio>
 #include <string_view>
 
@@ -21,6 +23,7 @@ constexpr const char* usage_text =
     "  test [FILE [REGEX]]             check that every build machine works\n"
     "  status [FILE [REGEX]] [--json]  show load, space and slots of every build machine\n"
     "  bench ...                       measure closure transfer throughput (ferry bench --help)\n"
+    "  hosts up N DIR | down DIR       local sshd build hosts with their own Nix stores\n"
     "  version                         print ferry's version\n"
     "\n"
     "Installed as ferry-build-hook, ferry is Nix's build hook (build-hook setting).\n";
@@ -45,6 +48,7 @@ int run(int argc, char** argv) {
         fmt::print("ferry {}\n", FERRY_VERSION);
         return 0;
     }
+    if (command == "hosts") return hosts_command(argc - 1, argv + 1);
     fmt::print(stderr, "ferry: unknown command '{}'\n", command);
     return usage(stderr, 2);
 }

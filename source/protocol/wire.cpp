@@ -1,5 +1,7 @@
 #include "ferry/protocol/wire.hpp"
 
+#include <algorithm>
+
 #include <fmt/core.h>
 
 #include "ferry/util/error.hpp"
@@ -59,7 +61,8 @@ std::optional<std::vector<std::string>> cursor::strings(std::uint64_t max_count,
         throw failure(errc::too_large, fmt::format("list of {} strings at offset {} exceeds the limit of {}",
                                                    *count, base_offset_ + start, max_count));
     std::vector<std::string> values;
-    values.reserve(*count);
+    // Each string takes at least 8 bytes: never reserve more than the buffer can hold.
+    values.reserve(std::min<std::uint64_t>(*count, (bytes_.size() - position_) / 8));
     for (std::uint64_t i = 0; i < *count; ++i) {
         auto s = string(max_length);
         if (!s) {

@@ -13,21 +13,37 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ferry::hosts {
 
 struct test_host_options {
     std::string name = "host1";     // also the ssh_config alias
-    std::filesystem::path directory;  // everything of the host lives here; created, wiped on stop
+    // Everything of the host lives here; created, removed by the destructor. Must be
+    // absent, empty, or a previous test host's directory (it then starts afresh).
+    std::filesystem::path directory;
     int max_sessions = 10;          // OpenSSH's default
+    // Appended to the host's /etc/nix/nix.conf (which already says `substituters =`,
+    // `sandbox = false`, `build-users-group =`): e.g. "require-sigs = false\n".
+    std::string extra_nix_conf;
+    // SIGKILL sshd when the thread that called start() exits (PR_SET_PDEATHSIG), so a
+    // crashed test leaves no listener behind. Turn off when starting from a thread
+    // that ends before the host should.
+    bool die_with_parent = true;
 };
+
+// A fresh directory /tmp/PREFIX.XXXXXX (mkdtemp), for test hosts and local stores.
+std::filesystem::path temporary_directory(const std::string& prefix = "ferry-test");
 
 class test_host {
 public:
     // Generates keys, writes sshd_config, starts sshd on a free port and waits until
     // it accepts connections. Throws ferry::failure naming the step on error.
     static test_host start(test_host_options options);
+    // Shorthand with the other options at their defaults (designated initializers
+    // that skip members trip -Wmissing-field-initializers under -Werror).
+    static test_host start(std::filesystem::path directory, std::string name = "host1");
 
     test_host(test_host&&) noexcept;
     test_host& operator=(test_host&&) noexcept;
@@ -50,22 +66,36 @@ public:
     // "ssh://root@127.0.0.1:PORT SYSTEMS CLIENT_KEY MAX_JOBS 1 - - BASE64_HOST_KEY".
     std::string nix_machine_line(const std::string& systems = "x86_64-linux", int max_jobs = 1) const;
 
-    // Runs `sh -c command` inside the host's mount namespace (as a remote command
-    // would see the machine, without SSH); returns the exit status, output in *out.
-    int run(const std::string& command, std::string* out = nullptr) const;
+    // Runs `/bin/sh -c command` inside the host's mount namespace (as a remote
+    // command would see the machine, without SSH; the caller's environment is
+    // passed). Returns the exit status (128 + signal if killed). stdout goes to *out
+    // (discarded if null), stderr to *err (inherited if null). Throws ferry::failure
+    // if the host is not running.
+    int run(const std::string& command, std::string* out = nullptr, std::string* err = nullptr) const;
 
-    void wipe_store();                 // empty Nix store and database, as new
+    void wipe_store();                 // empty Nix store and database, as new (call with no sessions)
+    bool running() const { return reaper_pid_ > 0; }
     pid_t sshd_pid() const { return sshd_pid_; }
-    std::vector<pid_t> session_pids() const;  // per-connection sshd children and their descendants
-    void kill_sessions();              // SIGKILL every session, listener stays
-    void stop();                       // SIGKILL listener and sessions; idempotent
+    // Per-connection sshd children and their descendants, including processes that
+    // detached from them (the host keeps orphans as its own children).
+    std::vector<pid_t> session_pids() const;
+    void kill_sessions();              // SIGKILL every session and waits for it to go; listener stays
+    // SIGKILLs listener, sessions and any other process whose /nix is this host's
+    // store, and waits until they are gone; idempotent. Keeps the directory.
+    void stop();
+
+    std::filesystem::path log_file() const;  // sshd's log (-E)
 
 private:
     explicit test_host(test_host_options options) : options_(std::move(options)) {}
+    void launch();  // one attempt at starting sshd on port_
 
     test_host_options options_;
     std::uint16_t port_ = 0;
     pid_t sshd_pid_ = -1;
+    // Our direct child: it made the mount namespace, is sshd's parent and the
+    // subreaper of everything sshd starts, and exits once all of them are gone.
+    pid_t reaper_pid_ = -1;
 };
 
 // A fresh local Nix store for the local side of a test: commands run in a mount
@@ -73,7 +103,9 @@ private:
 // build hook all see it), so tests never depend on what /nix holds.
 class local_store {
 public:
-    static local_store create(std::filesystem::path directory);
+    // Directory: as for test_host_options::directory. extra_nix_conf is appended to
+    // the store's nix.conf.
+    static local_store create(std::filesystem::path directory, const std::string& extra_nix_conf = "");
     local_store(local_store&&) noexcept;
     local_store& operator=(local_store&&) noexcept;
     ~local_store();  // removes the directory
@@ -81,8 +113,10 @@ public:
     const std::filesystem::path& directory() const { return directory_; }
     std::filesystem::path store_root() const { return directory_ / "nix"; }
 
-    // Runs `sh -c command` with /nix being this store; environment passed through.
-    int run(const std::string& command, std::string* out = nullptr) const;
+    // Runs `/bin/sh -c command` with /nix being this store and /etc/nix this store's
+    // configuration (`substituters =`, `sandbox = false`, `build-users-group =`);
+    // environment passed through. Output as in test_host::run.
+    int run(const std::string& command, std::string* out = nullptr, std::string* err = nullptr) const;
 
 private:
     explicit local_store(std::filesystem::path d) : directory_(std::move(d)) {}

@@ -1,0 +1,51 @@
+#include "ferry/remote/stderr.hpp"
+
+#include <array>
+#include <chrono>
+
+#include <asio/steady_timer.hpp>
+
+namespace ferry::remote {
+
+void stderr_tail::append(std::string_view bytes) {
+    total_ += bytes.size();
+    if (bytes.size() >= limit_) {
+        text_.assign(bytes.substr(bytes.size() - limit_));
+        return;
+    }
+    text_.append(bytes);
+    if (text_.size() > limit_) text_.erase(0, text_.size() - limit_);
+}
+
+std::string stderr_tail::quote() const {
+    std::string t = text_;
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    if (t.empty()) return {};
+    // The last few lines say why; the rest is in the log.
+    std::size_t start = t.size();
+    for (int lines = 0; lines < 8; ++lines) {
+        auto nl = start == 0 ? std::string::npos : t.rfind('\n', start - 1);
+        if (nl == std::string::npos) {
+            start = 0;
+            break;
+        }
+        start = nl;
+    }
+    if (start < t.size() && t[start] == '\n') ++start;
+    return "; remote stderr: " + t.substr(start);
+}
+
+asio::awaitable<void> pump_stderr(ssh::channel& ch, stderr_tail& tail, log_sink sink) {
+    std::array<char, 16384> buf;
+    for (;;) {
+        std::size_t n = co_await ch.read(asio::buffer(buf), ssh::stream::err);
+        if (n == 0) break;
+        std::string_view bytes(buf.data(), n);
+        tail.append(bytes);
+        if (sink) co_await sink(bytes);
+    }
+    asio::steady_timer forever(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+    co_await forever.async_wait(asio::use_awaitable);
+}
+
+}  // namespace ferry::remote
