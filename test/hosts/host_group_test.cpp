@@ -1,5 +1,6 @@
 #include "ferry/hosts/host_group.hpp"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,7 +80,12 @@ BOOST_AUTO_TEST_CASE(stop_recorded_hosts_finds_sessions_orphaned_by_a_killed_own
     std::string config = group.ssh_config().string();
     const char* argv[] = {"/usr/bin/ssh", "-q", "-F", config.c_str(), "host1", "sleep 1002", nullptr};
     pid_t client = -1;
-    BOOST_TEST_REQUIRE(::posix_spawn(&client, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ) == 0);
+    posix_spawn_file_actions_t quiet;
+    posix_spawn_file_actions_init(&quiet);
+    posix_spawn_file_actions_addopen(&quiet, 2, "/dev/null", O_WRONLY, 0);
+    int rc = ::posix_spawn(&client, argv[0], &quiet, nullptr, const_cast<char**>(argv), environ);
+    posix_spawn_file_actions_destroy(&quiet);
+    BOOST_TEST_REQUIRE(rc == 0);
     pid_t sleeper = -1;
     for (int i = 0; i < 2000 && sleeper < 0; ++i) {
         for (pid_t pid : host.session_pids())

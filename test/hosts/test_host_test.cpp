@@ -2,6 +2,7 @@
 // OpenSSH's client or a real Nix 2.8 store, and could fail.
 #include "ferry/hosts/test_host.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -71,7 +72,13 @@ pid_t spawn(const std::vector<std::string>& argv) {
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     pid_t pid = -1;
-    BOOST_TEST_REQUIRE(::posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) == 0);
+    // The client's "connection closed" on stderr is expected noise here.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    int rc = ::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    BOOST_TEST_REQUIRE(rc == 0);
     return pid;
 }
 

@@ -33,6 +33,10 @@
 
 namespace ferry::remote {
 
+namespace detail {
+struct serve_state;
+}
+
 class serve_connection {
 public:
     // Starts the serve command on `s` and shakes hands. Throws ferry::failure
@@ -72,8 +76,7 @@ public:
     void abort() noexcept;
 
 private:
-    struct state;
-    std::unique_ptr<state> state_;
+    std::unique_ptr<detail::serve_state> state_;
 };
 
 // The BasicDerivation Nix's build-remote sends: the .drv's outputs, platform,
