@@ -6,6 +6,18 @@
 // known_hosts files: /root/.ssh is never touched. It is stopped by pid — the
 // listener and its per-connection children — and its directory is wiped.
 // (../shared/reference/test-hosts.md has the recipe this follows.)
+//
+// Processes: the caller forks a small "reaper" that unshares the mount namespace,
+// binds DIR/nix over /nix and DIR/etc/nix over /etc/nix, becomes a child
+// subreaper and runs `sshd -D -f DIR/sshd_config -E DIR/sshd.log` as its child.
+// Sessions that detach (setsid, daemons) are re-parented to the reaper, so they
+// remain the host's; stop() kills the whole tree plus any process whose /nix is
+// DIR/nix, and the reaper exits once all are reaped. Ready means sshd logged
+// "Server listening on 127.0.0.1 port P" (after listen()). The files in DIR:
+// hostkey(.pub), client(.pub), authorized_keys, known_hosts, ssh_config,
+// sshd_config, sshd.log, pids, nix/{store,var}, etc/nix/nix.conf.
+//
+// Not thread-safe: one thread owns a test_host. run() may run while sessions are open.
 #pragma once
 
 #include <sys/types.h>
