@@ -1,0 +1,2 @@
+(define (m n) n)
+(map m (list 1))
