@@ -1,6 +1,9 @@
 #include "ferry/ssh/session.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
@@ -128,6 +131,14 @@ struct session_state : std::enable_shared_from_this<session_state> {
         if (!broken) broken.emplace(std::move(f));
         notify();
     }
+    // SSH_WRITE_PENDING only says POLLOUT is in libssh's poll mask, which can stay
+    // set with nothing left to send: only a flush attempt tells.
+    bool write_pending() {
+        if (!(ssh_get_poll_flags(s) & SSH_WRITE_PENDING)) return false;
+        int rc = ssh_blocking_flush(s, 0);
+        if (rc == SSH_ERROR) fail(error(errc::connect_failed, "sending"));
+        return rc == SSH_AGAIN;
+    }
     void ensure_socket() {
         if (!socket && ssh_get_fd(s) >= 0) socket.emplace(ex, ssh_get_fd(s));
     }
@@ -141,6 +152,16 @@ struct session_state : std::enable_shared_from_this<session_state> {
     bool pump();
     asio::awaitable<void> drive();
     asio::awaitable<void> keepalive();
+    // How long the peer has sent nothing. Any libssh call may be the one that
+    // reads the peer's bytes (keepalive replies included), so ask the kernel:
+    // TCP_INFO's last_data_recv; our own record where that is unavailable.
+    clock::duration silence() const {
+        auto ours = clock::now() - last_input;
+        tcp_info info{};
+        socklen_t len = sizeof info;
+        if (::getsockopt(ssh_get_fd(s), IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return ours;
+        return std::min<clock::duration>(ours, std::chrono::milliseconds(info.tcpi_last_data_recv));
+    }
     void teardown();
 };
 
@@ -151,6 +172,9 @@ struct channel_state {
     std::string command;
     std::array<std::string, 2> buffered;  // stdout, stderr not yet read
     std::array<std::size_t, 2> consumed{};  // read offset in each
+    // libssh kept bytes we could not take (our buffer was full). Only then is its
+    // buffer read directly: reading it when empty would make libssh pump the socket.
+    std::array<bool, 2> libssh_holds{};
     bool remote_eof = false, remote_closed = false, discard = false, slot_held = false;
     std::optional<exit_status> status;
     static constexpr std::size_t buffer_limit = 4 << 20;
@@ -198,7 +222,7 @@ asio::awaitable<void> session_state::wait_change(std::uint64_t seen, const char*
 asio::awaitable<void> session_state::wait_socket(const char* step) {
     ensure_socket();
     if (!socket) throw error(errc::connect_failed, step);
-    bool want_write = (ssh_get_poll_flags(s) & SSH_WRITE_PENDING) != 0;
+    bool want_write = write_pending();
     if (!want_write && readable_now(ssh_get_fd(s))) co_return;
     auto [ec] = co_await socket->async_wait(want_write ? asio::posix::stream_descriptor::wait_write
                                                        : asio::posix::stream_descriptor::wait_read,
@@ -339,6 +363,7 @@ bool session_state::pump() {
             drained = true;
             break;
         }
+        last_input = clock::now();  // the peer is alive (keepalive replies land here)
     }
     if (!closed && !ssh_is_connected(s)) fail(error(errc::connect_failed, "connection lost"));
     notify();
@@ -348,7 +373,7 @@ bool session_state::pump() {
 asio::awaitable<void> session_state::drive() {
     auto self = shared_from_this();
     while (!closed && !broken) {
-        bool want_write = (ssh_get_poll_flags(s) & SSH_WRITE_PENDING) != 0;
+        bool want_write = write_pending();
         if (!want_write && readable_now(ssh_get_fd(s))) {
             // Bytes are waiting already (see readable_now): process them, but let
             // the readers woken by the last round run first.
@@ -380,15 +405,20 @@ asio::awaitable<void> session_state::keepalive() {
         keepalive_timer.expires_after(interval);
         co_await keepalive_timer.async_wait(as_tuple(asio::use_awaitable));
         if (closed || broken) break;
-        auto silent = clock::now() - last_input;
+        auto silent = silence();
         if (silent > interval * opt.keepalive_count_max) {
             fail(failure(errc::timed_out,
                          fmt::format("{}: no answer to keepalives for {} s: connection considered dead", host,
                                      std::chrono::duration_cast<std::chrono::seconds>(silent).count())));
             break;
         }
-        if (silent >= interval) {
+        // Half the interval: a reply that came just after the last check must not
+        // make us skip a round and then see twice the silence.
+        if (silent >= interval / 2) {
             // The server answers keepalive@openssh.com (with a failure): that is input.
+            // libssh's first call after an answered request only clears its state
+            // without sending; a second call then sends (or finds one pending).
+            ssh_send_keepalive(s);
             ssh_send_keepalive(s);
             try {
                 co_await flush(step_flush);
@@ -438,6 +468,7 @@ int on_data(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr, v
         take = std::min<std::size_t>(len, held >= channel_state::buffer_limit ? 0 : channel_state::buffer_limit - held);
         buf.append(static_cast<const char*>(data), take);
     }
+    c->libssh_holds[is_stderr ? 1 : 0] = take < len;
     c->session->notify();
     return static_cast<int>(take);
 }
@@ -502,14 +533,20 @@ void channel_state::close() {
 void channel_state::pull_leftovers(int which) {
     if (!ch) return;
     std::array<char, 16384> scratch;
+    // Also asked when libssh_holds is false: reading the (empty) libssh buffer makes
+    // libssh read the socket, which the driver alone might not get to at once.
     for (;;) {
         auto& buf = buffered[which];
         std::size_t held = buf.size() - consumed[which];
         if (!discard && held >= buffer_limit) return;
         std::size_t want = discard ? scratch.size() : std::min(scratch.size(), buffer_limit - held);
         int n = ssh_channel_read_nonblocking(ch, scratch.data(), static_cast<uint32_t>(want), which);
-        if (n <= 0) return;
-        if (!discard) buf.append(scratch.data(), static_cast<std::size_t>(n));
+        if (n > 0 && !discard) buf.append(scratch.data(), static_cast<std::size_t>(n));
+        // Fewer than asked for: libssh's buffer is empty now.
+        if (n <= 0 || static_cast<std::size_t>(n) < want) {
+            libssh_holds[which] = false;
+            return;
+        }
     }
 }
 
@@ -579,6 +616,14 @@ asio::awaitable<session> session::connect(session_options options) {
 
 session::~session() { close(); }
 
+session& session::operator=(session&& other) noexcept {
+    if (this != &other) {
+        close();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
 void session::close() {
     if (state_) {
         state_->teardown();
@@ -601,10 +646,23 @@ asio::awaitable<void> open_and_exec(std::shared_ptr<detail::channel_state> c) {
     auto& st = *c->session;
     const std::string step_open_full = c->step(detail::step_open);
     const std::string step_exec_full = c->step(detail::step_exec);
-    for (;;) {
+    for (int refused = 0;;) {
         std::uint64_t seen = st.generation;
         int rc = ssh_channel_open_session(c->ch);
         if (rc == SSH_OK) break;
+        if (rc == SSH_ERROR && st.channels_in_use > 1 && ++refused < 50 && !st.broken && !st.closed) {
+            // sshd frees a closed channel's session a moment after the CLOSE
+            // exchange: an open right after a slot came free can still be refused
+            // (MaxSessions). Try again shortly on a fresh channel.
+            ssh_remove_channel_callbacks(c->ch, &c->callbacks);
+            ssh_channel_free(c->ch);
+            c->ch = ssh_channel_new(st.s);
+            if (!c->ch) throw c->error(errc::remote_failed, detail::step_open);
+            c->install_callbacks();
+            asio::steady_timer pause(st.ex, std::chrono::milliseconds(20 * refused));
+            co_await pause.async_wait(asio::use_awaitable);
+            continue;
+        }
         if (rc == SSH_ERROR) throw c->error(errc::remote_failed, detail::step_open);
         co_await st.flush(detail::step_flush);
         co_await st.wait_change(seen, step_open_full.c_str());
@@ -650,6 +708,14 @@ asio::awaitable<channel> session::exec(std::string command) {
 
 channel::~channel() { close(); }
 
+channel& channel::operator=(channel&& other) noexcept {
+    if (this != &other) {
+        close();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
 void channel::close() {
     if (state_) {
         state_->close();
@@ -687,6 +753,7 @@ asio::awaitable<void> channel::write(asio::const_buffer data) {
         int n = ssh_channel_write(c.ch, p, static_cast<uint32_t>(std::min<std::size_t>(left, 1 << 20)));
         if (n == SSH_ERROR) throw c.error(errc::remote_failed, detail::step_write);
         if (n > 0) {
+            st.last_input = detail::clock::now();  // window to write into: the peer reads
             p += n;
             left -= static_cast<std::size_t>(n);
             continue;
@@ -730,7 +797,9 @@ asio::awaitable<std::size_t> channel::read(asio::mutable_buffer into, stream whi
             co_await st.flush(detail::step_flush);
             co_return n;
         }
-        if (c.remote_eof || !c.ch) co_return 0;
+        // stdout ends at the remote EOF. OpenSSH may still send stderr (extended
+        // data) after its EOF, so stderr ends only when the channel closes.
+        if (!c.ch || c.remote_closed || (i == 0 && c.remote_eof)) co_return 0;
         std::uint64_t seen = st.generation;
         co_await st.wait_change(seen, step.c_str());
     }

@@ -95,11 +95,14 @@ public:
 
     session() = default;
     session(session&&) noexcept = default;
-    session& operator=(session&&) noexcept = default;
+    session& operator=(session&& other) noexcept;  // closes this one first
     ~session();  // close()
 
     // Runs `command` (one shell command line: quote arguments with shell_quote) on a
-    // new channel. Waits for one of max_channels slots first.
+    // new channel. Waits for one of max_channels slots first: that wait lasts as long
+    // as other channels are busy (builds may take hours), so bound it from outside
+    // (io::with_deadline) when that matters; opening and the exec request are
+    // bounded by request_timeout.
     asio::awaitable<channel> exec(std::string command);
 
     const std::string& host() const;
@@ -118,7 +121,7 @@ class channel {
 public:
     channel() = default;
     channel(channel&&) noexcept = default;
-    channel& operator=(channel&&) noexcept = default;
+    channel& operator=(channel&& other) noexcept;  // closes this one first
     ~channel();  // close()
 
     // Writes all of `data` to the command's stdin, waiting while the remote
