@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/mount.h>
+
+#include <fstream>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -185,6 +187,11 @@ void test_host::launch() {
     // Everything the children need, built before fork (they may only make syscalls).
     std::string config = (dir / "sshd_config").string(), log = log_file().string();
     std::string nix_source = (dir / "nix").string(), etc_source = (dir / "etc/nix").string();
+    // A clean build machine runs no shell start-up files of this developer box: root's
+    // ~/.bashrc here runs `pyenv init` on every SSH command (slow, and it blocks for a
+    // minute on a stale pyenv lock). An empty file is bound over it inside the host.
+    std::string empty_rc = (dir / "empty-shell-rc").string();
+    { std::ofstream touch(empty_rc); }
     const char* sshd_argv[] = {sshd_binary, "-D", "-f", config.c_str(), "-E", log.c_str(), nullptr};
     int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -229,6 +236,7 @@ void test_host::launch() {
         if (::mount(nix_source.c_str(), "/nix", nullptr, MS_BIND, nullptr) != 0) child_fail("bind over /nix");
         if (::mount(etc_source.c_str(), "/etc/nix", nullptr, MS_BIND, nullptr) != 0)
             child_fail("bind over /etc/nix");
+        if (::access("/root/.bashrc", F_OK) == 0) ::mount(empty_rc.c_str(), "/root/.bashrc", nullptr, MS_BIND, nullptr);
         ::prctl(PR_SET_CHILD_SUBREAPER, 1);
         int keep = pid_pipe[1];
         ::close_range(3, static_cast<unsigned>(keep - 1), 0);
