@@ -77,6 +77,12 @@ asio::awaitable<T> exchange(serve_state& st, const char* step, F body, log_sink 
     }
 }
 
+asio::awaitable<void> drain(ssh::channel& ch) {
+    std::array<char, 16384> buf;
+    while (co_await ch.read(asio::buffer(buf)) > 0) {
+    }
+}
+
 }  // namespace
 
 serve_connection::serve_connection() = default;
@@ -173,8 +179,9 @@ asio::awaitable<void> serve_connection::close() {
     ssh::exit_status status;
     try {
         co_await st.ch.send_eof();
-        // Drain what is left of stderr (a warning, usually nothing) before the status.
-        status = co_await with_stderr<ssh::exit_status>(st.ch, st.ch.wait(), st.tail);
+        // Read stdout to its end beside stderr, so a last warning reaches the tail.
+        co_await with_stderr<void>(st.ch, drain(st.ch), st.tail);
+        status = co_await st.ch.wait();
     } catch (...) {
         abort();
         throw;

@@ -1,0 +1,55 @@
+#include "ferry/remote/build_machine.hpp"
+
+#include <chrono>
+
+#include <asio/this_coro.hpp>
+
+#include "ferry/io/deadline.hpp"
+
+namespace ferry::remote {
+
+asio::awaitable<std::unique_ptr<nix_build_machine>> nix_build_machine::open(ssh::session& s,
+                                                                            nix_remote_options options) {
+    std::unique_ptr<nix_build_machine> m(new nix_build_machine());
+    m->session_ = &s;
+    m->options_ = options;
+    m->control_ = co_await serve_connection::open(s, std::move(options));
+    co_return m;
+}
+
+asio::awaitable<void> nix_build_machine::protect(const std::vector<std::string>& paths) {
+    if (!roots_.active()) roots_ = co_await remote_roots::create(*session_, options_);
+    co_await roots_.add(paths);
+}
+
+asio::awaitable<std::vector<std::string>> nix_build_machine::missing_paths(const std::vector<std::string>& paths) {
+    co_return co_await control_.query_missing(paths);
+}
+
+asio::awaitable<protocol::serve::build_result> nix_build_machine::build(build_request request, log_sink log) {
+    try {
+        co_return co_await control_.build_derivation(std::move(request.drv_path), std::move(request.drv),
+                                                     request.options, std::move(log));
+    } catch (...) {
+        control_.abort();  // hang up now: the remote build must not outlive us
+        throw;
+    }
+}
+
+asio::awaitable<void> nix_build_machine::finish() noexcept {
+    try {
+        co_await asio::this_coro::reset_cancellation_state();
+    } catch (...) {
+    }
+    co_await detail::remove_roots_quietly(roots_, std::chrono::seconds(30));
+    try {
+        if (control_.broken())
+            control_.abort();
+        else
+            co_await io::with_deadline(control_.close(), std::chrono::seconds(30), host() + ": closing nix-store --serve");
+    } catch (...) {
+        control_.abort();
+    }
+}
+
+}  // namespace ferry::remote
