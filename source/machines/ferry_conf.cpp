@@ -10,7 +10,7 @@
 namespace ferry::machines {
 namespace {
 
-constexpr std::array<key_info, 12> keys{{
+constexpr std::array<key_info, 14> keys{{
     {"codec", "codec spec or auto", "auto", true, "transfer codec (see docs/codec.md); auto picks per link"},
     {"compression-threads", "count (0 = auto)", "0", true, "compressor threads per transfer"},
     {"memory-budget", "size", "128M", false, "bound on buffers held by one hook process"},
@@ -24,6 +24,8 @@ constexpr std::array<key_info, 12> keys{{
     {"keepalive-interval", "duration", "30s", true, "SSH keepalive interval"},
     {"log-level", "error|warn|info|debug|trace", "info", false, "hook log verbosity"},
     {"parallel-import-streams", "count or auto", "auto", true, "concurrent store-import streams on the remote"},
+    {"guix-program", "command", "guix", true, "the `guix` command on a Guix build machine"},
+    {"remote-state-dir", "path", "/var/guix", true, "a Guix build machine's state directory (GC roots)"},
 }};
 
 std::string_view trim(std::string_view s) {
@@ -99,6 +101,16 @@ std::string apply(settings& s, const std::string& key, std::string_view value) {
         return "one of error, warn, info, debug, trace";
     }
     if (key == "parallel-import-streams") return count_or_auto(s.parallel_import_streams);
+    if (key == "guix-program") {
+        if (value.empty()) return "a command";
+        s.guix_program = std::string(value);
+        return "";
+    }
+    if (key == "remote-state-dir") {
+        if (value.empty() || value.front() != '/') return "an absolute path";
+        s.remote_state_dir = std::string(value);
+        return "";
+    }
     return "?";
 }
 

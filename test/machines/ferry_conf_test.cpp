@@ -53,7 +53,7 @@ BOOST_AUTO_TEST_CASE(defaults) {
         BOOST_TEST(!k.doc.empty());
         names.insert(k.name);
     }
-    BOOST_TEST(names.size() == 12u);
+    BOOST_TEST(names.size() == 14u);
 }
 
 BOOST_AUTO_TEST_CASE(global_and_sections) {

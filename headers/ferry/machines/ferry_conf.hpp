@@ -38,6 +38,8 @@ struct settings {
     std::chrono::milliseconds keepalive_interval{30000};
     log_level level = log_level::info;
     unsigned parallel_import_streams = 0;          // 0 = auto
+    std::string guix_program = "guix";             // Guix machines: the remote `guix` command
+    std::string remote_state_dir = "/var/guix";    // Guix machines: state directory (gcroots)
 };
 
 struct key_info {
