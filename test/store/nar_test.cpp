@@ -305,9 +305,10 @@ BOOST_AUTO_TEST_CASE(base32_vectors) {
     auto back = store::from_nix_base32(store::to_nix_base32(d), 32);
     BOOST_REQUIRE(back);
     BOOST_TEST(std::equal(back->begin(), back->end(), d.begin()));
-    BOOST_TEST(!store::from_nix_base32("e" + store::to_nix_base32(d).substr(1), 32));
+    // (replace(), not "e" + substr(): g++ 12 -O3 warns falsely on that concatenation.)
+    BOOST_TEST(!store::from_nix_base32(store::to_nix_base32(d).replace(0, 1, "e"), 32));
     // Overflow bits: the first character of a 52-char SHA-256 encoding holds 256-255=1 bit.
-    BOOST_TEST(!store::from_nix_base32("z" + store::to_nix_base32(d).substr(1), 32));
+    BOOST_TEST(!store::from_nix_base32(store::to_nix_base32(d).replace(0, 1, "z"), 32));
     auto parsed = store::parse_sha256(store::sha256_db_string(d));
     BOOST_TEST((parsed && *parsed == d));
     parsed = store::parse_sha256("sha256:" + store::to_nix_base32(d));

@@ -29,6 +29,8 @@ public:
     std::uint64_t bytes_produced() const { return produced_; }
 
 private:
+    void finish_item();  // hash check, trailer, next path
+
     store_database& db_;
     std::vector<std::string> order_;
     std::size_t chunk_size_;
@@ -36,6 +38,7 @@ private:
     std::optional<nar_source> nar_;
     std::string out_;
     bool done_ = false;
+    bool trailer_pending_ = false;  // the last chunk ended a NAR handed out directly
     std::uint64_t produced_ = 0;
 };
 
