@@ -1,0 +1,41 @@
+// Measuring what the `auto` rule (codec/auto_rule.hpp) needs, for one machine and
+// one closure: the link (a short upload into `cat >/dev/null` on the machine), the
+// remote decoders present, local cores, and each candidate codec's one-thread speed
+// and ratio on a sample of the closure's NARs. About 1-2 s in all.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "ferry/codec/auto_rule.hpp"
+#include "ferry/ssh/session.hpp"
+#include "ferry/store/database.hpp"
+
+namespace ferry::bench {
+
+// Bytes per second into `cat >/dev/null` on the machine: writes 1 MiB pieces
+// until `duration` has passed (or max_bytes were sent), then waits for the command
+// to have read everything (EOF + exit), so kernel and channel buffers count.
+asio::awaitable<double> measure_upload(ssh::session& s, std::chrono::milliseconds duration = std::chrono::milliseconds(800),
+                                       std::uint64_t max_bytes = std::uint64_t{256} << 20);
+
+// Up to `bytes` of the paths' NARs, in 64 KiB pieces taken from paths spread over
+// the list (so one huge path does not stand for the closure).
+std::string sample_nars(const std::vector<std::string>& paths, std::size_t bytes = 4 << 20);
+
+// One-thread compression speed and ratio of each candidate on the sample.
+std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
+                                                     const std::vector<codec::codec_spec>& candidates);
+
+// The candidates tried: zstd 1, 3, 6, 9 and xz 0; xz 3 too when the link is
+// slower than 5 MB/s (then its cost is worth measuring).
+std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s);
+
+// All of the above on an open session; `paths` is the closure to move.
+asio::awaitable<codec::auto_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths);
+
+}  // namespace ferry::bench

@@ -1,0 +1,116 @@
+#include "ferry/bench/auto_probe.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include <asio/buffer.hpp>
+#include <fmt/format.h>
+
+#include "ferry/codec/compressor.hpp"
+#include "ferry/store/nar_dump.hpp"
+#include "ferry/util/error.hpp"
+
+namespace ferry::bench {
+
+using clock = std::chrono::steady_clock;
+
+asio::awaitable<double> measure_upload(ssh::session& s, std::chrono::milliseconds duration, std::uint64_t max_bytes) {
+    // Random-looking bytes: nothing on the way (ssh compression is off anyway) can shrink them.
+    std::string piece(1 << 20, '\0');
+    std::uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (std::size_t i = 0; i + 8 <= piece.size(); i += 8) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        std::memcpy(piece.data() + i, &x, 8);
+    }
+    auto ch = co_await s.exec("cat >/dev/null");
+    auto start = clock::now();
+    std::uint64_t sent = 0;
+    while (clock::now() - start < duration && sent < max_bytes) {
+        co_await ch.write(asio::buffer(piece));
+        sent += piece.size();
+    }
+    co_await ch.send_eof();
+    auto status = co_await ch.wait();
+    double seconds = std::chrono::duration<double>(clock::now() - start).count();
+    if (!status.success())
+        throw failure(errc::remote_failed, fmt::format("{}: link probe `cat >/dev/null` failed: {}", s.host(),
+                                                       status.describe()));
+    co_return seconds > 0 ? sent / seconds : 0;
+}
+
+std::string sample_nars(const std::vector<std::string>& paths, std::size_t bytes) {
+    constexpr std::size_t piece = 64 << 10;
+    std::string sample;
+    if (paths.empty()) return sample;
+    std::size_t pieces = std::max<std::size_t>(1, bytes / piece);
+    std::size_t step = std::max<std::size_t>(1, paths.size() / pieces);
+    // Several passes over the spread-out paths: later passes take the next 64 KiB.
+    for (std::size_t pass = 0; sample.size() < bytes && pass < 64; ++pass) {
+        std::size_t before = sample.size();
+        for (std::size_t i = 0; i < paths.size() && sample.size() < bytes; i += step) {
+            store::nar_source nar(paths[i], piece);
+            std::size_t skipped = 0, want = pass * piece;
+            std::string_view c;
+            while (skipped < want && !(c = nar.next_chunk()).empty()) skipped += c.size();
+            if (skipped < want) continue;
+            std::size_t taken = 0;
+            while (taken < piece && !(c = nar.next_chunk()).empty()) {
+                c = c.substr(0, std::min(c.size(), piece - taken));
+                sample.append(c);
+                taken += c.size();
+            }
+        }
+        if (sample.size() == before) break;  // every path exhausted
+    }
+    if (sample.size() > bytes) sample.resize(bytes);
+    return sample;
+}
+
+std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
+                                                     const std::vector<codec::codec_spec>& candidates) {
+    std::vector<codec::codec_measurement> out;
+    auto in = std::as_bytes(std::span(sample.data(), sample.size()));
+    for (const auto& spec : candidates) {
+        auto c = codec::make_compressor(spec, {.threads = 1, .memory_budget = codec::default_memory_budget,
+                                               .output_limit = std::size_t{1} << 20});
+        std::string buf;
+        std::uint64_t compressed = 0;
+        auto start = clock::now();
+        auto rest = in;
+        while (!rest.empty()) {
+            rest = rest.subspan(c->feed(rest, buf));
+            compressed += buf.size();
+            buf.clear();
+        }
+        while (!c->finish(buf)) {
+            compressed += buf.size();
+            buf.clear();
+        }
+        compressed += buf.size();
+        double seconds = std::chrono::duration<double>(clock::now() - start).count();
+        out.push_back({spec, seconds > 0 ? sample.size() / seconds : 1e12,
+                       compressed ? static_cast<double>(sample.size()) / compressed : 1.0});
+    }
+    return out;
+}
+
+std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s) {
+    using codec::codec_kind;
+    std::vector<codec::codec_spec> c = {{codec_kind::zstd, 1}, {codec_kind::zstd, 3}, {codec_kind::zstd, 6},
+                                        {codec_kind::zstd, 9}, {codec_kind::xz, 0}};
+    if (link_bytes_per_s < 5e6) c.push_back({codec_kind::xz, 3});
+    return c;
+}
+
+asio::awaitable<codec::auto_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths) {
+    codec::auto_inputs in;
+    in.link_bytes_per_s = co_await measure_upload(s);
+    auto tools = co_await ssh::run(s, "sh -c 'command -v zstd; command -v xz; true'");
+    in.remote_has_zstd = tools.out.find("zstd") != std::string::npos;
+    in.remote_has_xz = tools.out.find("xz") != std::string::npos;
+    in.local_cores = std::max(1u, std::thread::hardware_concurrency());
+    in.candidates = measure_codecs(sample_nars(paths), auto_candidates(in.link_bytes_per_s));
+    co_return codec::choose_codec(in);
+}
+
+}  // namespace ferry::bench
