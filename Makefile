@@ -3,6 +3,7 @@
 #   build/       the program and every test (g++, RelWithDebInfo)
 #   build-check/ clang with ASan + UBSan: the pure layers' tests and the libFuzzer
 #                targets (one tree for both keeps `make test` within its budget)
+MAKEFLAGS += --no-print-directory
 JOBS  ?= $(shell nproc)
 CMAKE ?= cmake
 

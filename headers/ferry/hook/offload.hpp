@@ -1,0 +1,156 @@
+// One offload, daemon-agnostic: choose a machine, then send -> build -> receive
+// -> exit status. The daemon front ends (nix_hook.hpp for nix-daemon's binary
+// protocol, guix_offload.hpp for guix-daemon's text protocol) own the conversation
+// with the daemon; everything here only reports through an `offload_events`
+// object, so the same flow serves both.
+//
+//   auto choice = co_await choose_machine(machines, request, options);   // decline / postpone / accept
+//   if (choice.reply == hook_reply::accept)
+//       auto outcome = co_await offload_to_nix_machine(job, events);      // exit status + reason
+//
+// Choice (schedule layer): candidates = machines that can build the system and
+// features (machines::machine::can_build); slots, probes and scoring by
+// schedule::select_machine; the reply by schedule::decide. The decision log (which
+// machines were considered, their probe figures, why the winner won) is handed to
+// events as lines at log_level::talkative (machines and figures) / chatty (details).
+//
+// Offload to a Nix build machine (`nix-store --serve --write`, what Nix's own
+// build-remote speaks), in this order, as build-remote.cc does:
+//   1. connect (pinned host key from the machine line, else known_hosts; never
+//      accept-any), open the serve connection;
+//   2. protect the inputs from the remote GC (remote_roots), ask which are missing,
+//      send those (transfer::send_paths) — only the inputs: BuildDerivation does not
+//      need the .drv closure on the remote;
+//   3. BuildDerivation with the BasicDerivation whose inputSrcs is the whole input
+//      set when the derivation has inputDrvs; the log streams to events.log as it
+//      comes; max-silent-time and timeout are ENFORCED here (a watchdog cancels the
+//      build, which closes the channel: the remote's hang-up monitor kills the
+//      builder) as well as passed to the remote;
+//   4. protect the outputs, receive the missing ones (transfer::receive_paths) and
+//      register them, passing them as locked by the caller (the daemon holds their
+//      locks: locking them again would deadlock);
+//   5. always: remove the remote GC roots, close the connection.
+// Exit status (the daemons' convention): 0 built and outputs valid locally; 100
+// the remote build failed permanently; 101 timed out (remote or ferry's
+// watchdog); 1 anything else (lost connection, disk full, missing tools, ...).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "ferry/codec/codec_spec.hpp"
+#include "ferry/machines/machine.hpp"
+#include "ferry/protocol/hook_reply.hpp"
+#include "ferry/schedule/decision.hpp"
+#include "ferry/schedule/probe.hpp"
+#include "ferry/schedule/select.hpp"
+#include "ferry/schedule/slot.hpp"
+#include "ferry/ssh/session.hpp"
+#include "ferry/store/store_path.hpp"
+#include "ferry/transfer/report.hpp"
+
+namespace ferry::hook {
+
+// Nix's verbosity levels (0 = error ... 7 = vomit); the Guix front end maps them
+// to its own lines.
+enum class log_level : unsigned { error = 0, warn, notice, info, talkative, chatty, debug, vomit };
+
+// What the daemon asked for.
+struct offload_request {
+    std::string system;
+    std::string drv_path;
+    std::vector<std::string> required_features;
+    bool can_build_locally = false;  // the daemon could build it itself now
+};
+
+// ferry's own knobs for one hook process (ferry.conf + environment).
+struct offload_settings {
+    std::filesystem::path state_dir;  // slots <state>/offload, ferry files <state>/ferry
+    std::chrono::milliseconds probe_deadline{3000};
+    std::chrono::milliseconds probe_cache_ttl{5000};
+    std::chrono::milliseconds connect_timeout{10000};
+    std::uint64_t min_free_bytes = 100ull << 20;  // skip machines with less free store space
+    std::string remote_store_dir = "/nix/store";  // probed with df; the remote's store
+    std::string remote_state_dir = "/nix/var/nix";
+    codec::codec_spec codec{};  // auto: zstd:1 when the remote has zstd, else none
+    schedule::daemon_kind daemon = schedule::daemon_kind::nix;
+};
+
+// How to reach one machine over ssh (pinned key when the machine line has one).
+ssh::session_options session_options_for(const machines::machine& m, std::chrono::milliseconds connect_timeout);
+// The scheduler's record of a machine (slot files, backoff key).
+schedule::machine schedule_machine_for(const machines::machine& m);
+// "ssh://user@host:port": what the daemon shows ("building X on Y").
+std::string machine_uri(const machines::machine& m);
+
+struct machine_choice {
+    protocol::hook_reply reply = protocol::hook_reply::decline;
+    std::optional<std::size_t> chosen;            // index into the configured machines
+    schedule::slot slot;                          // held while the offload runs
+    std::optional<schedule::probe_result> probe;  // the chosen machine's figures
+    // The probe's connection to the chosen machine, kept open for the offload
+    // (one ssh handshake less); null when the probe came from the cache. It lives
+    // on the executor choose_machine ran on: keep running that executor (or drop it).
+    std::shared_ptr<ssh::session> session;
+    std::size_t candidates = 0;
+    std::string summary;                          // one line: why this reply
+    std::vector<std::string> decision_log;        // one line per machine considered
+};
+
+// The decision for one request. Never contacts a machine for a request no
+// machine can build. Throws only for local trouble (state directory).
+asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machine>& machines,
+                                               const offload_request& request, const offload_settings& settings);
+
+// What an offload reports while it runs. Every member may be empty.
+struct offload_events {
+    // Build log bytes as they come (fd 4 for both daemons). Awaited: back-pressure.
+    std::function<asio::awaitable<void>(std::string_view)> log;
+    // A human message at a level (errors, the reason of a failure, steps).
+    std::function<void(log_level, std::string_view)> message;
+    enum class phase { connect, send, build, receive };
+    // A phase starts (total paths/bytes when known) and ends.
+    std::function<void(phase, std::size_t paths, std::uint64_t bytes)> phase_started;
+    std::function<void(phase)> phase_ended;
+    // Transfer progress within send / receive.
+    std::function<void(phase, const transfer::progress&)> progress;
+};
+
+struct offload_job {
+    machines::machine machine;
+    std::optional<schedule::probe_result> probe;  // from the choice (tools, cores)
+    std::shared_ptr<ssh::session> session;        // from the choice; null or closed: connect anew
+    std::string drv_path;
+    std::vector<std::string> inputs;          // closure of the inputs (no .drv), from the daemon
+    std::vector<std::string> wanted_outputs;  // output NAMES
+    std::uint64_t max_silent_time = 0;        // seconds, 0 = none
+    std::uint64_t build_timeout = 0;          // seconds, 0 = none
+    std::uint64_t max_log_size = 0;
+    bool keep_failed = false;
+    store::store_flavour local_flavour = store::store_flavour::nix;
+};
+
+struct offload_outcome {
+    int exit_code = 1;    // 0, 100, 101 or 1
+    std::string message;  // why, when not 0
+    transfer::transfer_report sent, received;
+    std::chrono::nanoseconds build_time{0};
+};
+
+// Runs the whole offload on a Nix build machine. Never throws: every failure
+// becomes an outcome with exit_code 1 (or 100/101) and a message naming the host
+// and the step. The remote GC roots are removed on every path out.
+asio::awaitable<offload_outcome> offload_to_nix_machine(offload_job job, offload_settings settings,
+                                                        offload_events events);
+
+}  // namespace ferry::hook

@@ -1,0 +1,412 @@
+#include "ferry/hook/offload.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <exception>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <fmt/core.h>
+
+#include "ferry/io/deadline.hpp"
+#include "ferry/remote/build_machine.hpp"
+#include "ferry/remote/command.hpp"
+#include "ferry/ssh/quote.hpp"
+#include "ferry/store/database.hpp"
+#include "ferry/store/derivation.hpp"
+#include "ferry/store/gc_protect.hpp"
+#include "ferry/transfer/receive.hpp"
+#include "ferry/transfer/send.hpp"
+#include "ferry/util/error.hpp"
+
+namespace ferry::hook {
+
+namespace serve = protocol::serve;
+using clock = std::chrono::steady_clock;
+
+ssh::session_options session_options_for(const machines::machine& m, std::chrono::milliseconds connect_timeout) {
+    ssh::session_options o;
+    o.host = m.host;
+    o.port = m.port;
+    o.user = m.user;
+    if (m.identity) o.identity = *m.identity;
+    o.host_key = m.host_key;  // empty: known_hosts (the ssh layer never accepts any key)
+    o.connect_timeout = connect_timeout;
+    return o;
+}
+
+schedule::machine schedule_machine_for(const machines::machine& m) {
+    schedule::machine s;
+    s.name = m.host;
+    s.port = m.port.value_or(22);
+    s.max_jobs = std::max(1u, m.max_jobs);
+    s.speed = m.speed > 0 ? m.speed : 1.0;
+    s.overload_threshold = m.overload_threshold;
+    return s;
+}
+
+std::string machine_uri(const machines::machine& m) { return "ssh://" + m.display_name(); }
+
+namespace {
+
+std::string megabytes(std::uint64_t bytes) { return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6); }
+
+std::string describe_probe(const schedule::probe_result& r) {
+    std::string s = fmt::format("{} cores, load {:.2f}", r.cores, r.load1);
+    if (r.free_bytes) s += ", " + megabytes(*r.free_bytes) + " free";
+    s += r.has_zstd ? ", zstd" : ", no zstd";
+    return s;
+}
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+    std::string s;
+    for (const auto& x : v) {
+        if (!s.empty()) s += sep;
+        s += x;
+    }
+    return s;
+}
+
+}  // namespace
+
+asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machine>& machines,
+                                               const offload_request& request, const offload_settings& settings) {
+    machine_choice choice;
+    std::set<std::string> required(request.required_features.begin(), request.required_features.end());
+    std::vector<std::size_t> index;  // candidates -> configured machines
+    std::vector<schedule::machine> candidates;
+    for (std::size_t i = 0; i < machines.size(); ++i) {
+        const auto& m = machines[i];
+        if (m.can_build(request.system, required)) {
+            index.push_back(i);
+            candidates.push_back(schedule_machine_for(m));
+        } else {
+            choice.decision_log.push_back(fmt::format(
+                "ferry: {} ({}): cannot build {} [{}] (systems {}; features {}; mandatory {})", machine_uri(m),
+                m.origin.str(), request.system, join(request.required_features, ","), join(m.systems, ","),
+                join(std::vector<std::string>(m.supported_features.begin(), m.supported_features.end()), ","),
+                join(std::vector<std::string>(m.mandatory_features.begin(), m.mandatory_features.end()), ",")));
+        }
+    }
+    choice.candidates = candidates.size();
+
+    schedule::selection sel;
+    if (!candidates.empty()) {
+        // The probe runs over the same pinned-key ssh the offload uses, and the
+        // chosen machine's connection is kept for the offload.
+        std::map<std::string, std::size_t> by_key;
+        for (std::size_t c = 0; c < candidates.size(); ++c) by_key[schedule::machine_key(candidates[c])] = index[c];
+        auto sessions = std::make_shared<std::map<std::size_t, std::shared_ptr<ssh::session>>>();
+        auto timeout = settings.connect_timeout;
+        schedule::run_remote_fn run = [&machines, by_key, timeout, sessions](const schedule::machine& m,
+                                                                              const std::string& command)
+            -> asio::awaitable<schedule::remote_result> {
+            const std::size_t i = by_key.at(schedule::machine_key(m));
+            const auto& mm = machines.at(i);
+            schedule::remote_result r;
+            std::shared_ptr<ssh::session> session;
+            try {
+                session = std::make_shared<ssh::session>(co_await ssh::session::connect(session_options_for(mm, timeout)));
+            } catch (const failure& e) {
+                r.error = e.code();
+                r.message = e.what();
+                co_return r;
+            }
+            auto outcome = co_await remote::run_command(*session, command, timeout);
+            r.error = outcome.error;
+            r.message = outcome.message;
+            r.exit_status = outcome.status.code;
+            r.output = std::move(outcome.out);
+            if (!r.error && !outcome.status.success() && r.message.empty())
+                r.message = outcome.status.describe() + ": " + outcome.err;
+            if (!r.error) (*sessions)[i] = std::move(session);
+            co_return r;
+        };
+        schedule::select_options o;
+        o.state_dir = settings.state_dir;
+        o.probe.store_dir = settings.remote_store_dir;
+        o.probe.deadline = settings.probe_deadline;
+        o.cache_ttl = settings.probe_cache_ttl;
+        o.min_free_bytes = settings.min_free_bytes;
+        sel = co_await schedule::select_machine(candidates, run, o);
+        if (sel.chosen) {
+            auto it = sessions->find(index[*sel.chosen]);
+            if (it != sessions->end()) choice.session = std::move(it->second);
+        }
+        for (auto& [i, session] : *sessions)
+            if (session) session->close();
+        for (std::size_t c = 0; c < candidates.size(); ++c) {
+            const auto& rep = sel.reports[c];
+            std::string line = fmt::format("ferry: {}: {}", machine_uri(machines[index[c]]), to_string(rep.status));
+            if (rep.probe)
+                line += fmt::format(" ({}{}; score {:.3f}, speed {})", describe_probe(*rep.probe),
+                                    rep.from_cache ? ", cached" : "", rep.score, candidates[c].speed);
+            if (!rep.message.empty()) line += ": " + rep.message;
+            choice.decision_log.push_back(std::move(line));
+        }
+    }
+
+    auto facts = schedule::facts_for(settings.daemon, machines.size(), sel, request.can_build_locally);
+    choice.reply = schedule::decide(facts);
+    if (choice.reply == protocol::hook_reply::accept && sel.chosen) {
+        choice.chosen = index[*sel.chosen];
+        choice.slot = std::move(sel.held);
+        choice.probe = sel.reports[*sel.chosen].probe;
+        choice.summary = fmt::format("ferry: building {} on {} (slot {}; best of {} candidate{})", request.drv_path,
+                                     machine_uri(machines[*choice.chosen]), choice.slot.index(), candidates.size(),
+                                     candidates.size() == 1 ? "" : "s");
+    } else {
+        choice.summary = fmt::format(
+            "ferry: {} for {} ({} [{}]): {} machine{} configured, {} can build it, {} unreachable{}",
+            protocol::reply_word(choice.reply), request.drv_path, request.system,
+            join(request.required_features, ","), machines.size(), machines.size() == 1 ? "" : "s",
+            candidates.size(), facts.unreachable,
+            request.can_build_locally ? "; the daemon can build it locally" : "");
+    }
+    co_return choice;
+}
+
+namespace {
+
+// Limits on the build, enforced here whatever the remote does.
+struct watchdog_state {
+    clock::time_point started = clock::now();
+    clock::time_point last_output = clock::now();
+    std::string why;
+};
+
+asio::awaitable<void> watchdog(watchdog_state& st, std::uint64_t max_silent_time, std::uint64_t timeout) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (;;) {
+        auto deadline = clock::time_point::max();
+        if (max_silent_time) deadline = std::min(deadline, st.last_output + std::chrono::seconds(max_silent_time));
+        if (timeout) deadline = std::min(deadline, st.started + std::chrono::seconds(timeout));
+        if (clock::now() >= deadline) {
+            if (timeout && clock::now() >= st.started + std::chrono::seconds(timeout))
+                st.why = fmt::format("timed out after {} seconds", timeout);
+            else
+                st.why = fmt::format("timed out after {} seconds of silence", max_silent_time);
+            co_return;
+        }
+        timer.expires_at(deadline);
+        co_await timer.async_wait(asio::use_awaitable);
+    }
+}
+
+bool is_loopback(const std::string& host) {
+    return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+codec::codec_spec pick_codec(const offload_settings& settings, const machines::machine& m,
+                             const std::optional<schedule::probe_result>& probe) {
+    if (!settings.codec.is_auto()) return settings.codec;
+    // Without link figures the auto rule has nothing to weigh. Loopback is memory
+    // speed: compressing only costs CPU (measured: zstd:1 0.4 s slower per 100 MB
+    // on 2 busy cores). Elsewhere zstd:1 costs little CPU and wins on slow links.
+    if (is_loopback(m.host)) return {codec::codec_kind::none, 0};
+    if (probe && probe->has_zstd) return {codec::codec_kind::zstd, 1};
+    return {codec::codec_kind::none, 0};
+}
+
+std::string read_text_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw failure(errc::bad_input, fmt::format("cannot read the derivation {}", path));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct offload_run {
+    offload_job job;
+    offload_settings settings;
+    offload_events events;
+    offload_outcome outcome;
+
+    void say(log_level level, std::string_view text) {
+        if (events.message) events.message(level, text);
+    }
+    void start(offload_events::phase p, std::size_t paths, std::uint64_t bytes) {
+        if (events.phase_started) events.phase_started(p, paths, bytes);
+    }
+    void end(offload_events::phase p) {
+        if (events.phase_ended) events.phase_ended(p);
+    }
+
+    asio::awaitable<void> run();
+    asio::awaitable<void> steps(remote::nix_build_machine& m, ssh::session& s);
+};
+
+asio::awaitable<void> offload_run::run() {
+    const std::string uri = machine_uri(job.machine);
+    start(offload_events::phase::connect, 0, 0);
+    std::shared_ptr<ssh::session> kept = std::move(job.session);
+    if (!kept || !kept->is_open())
+        kept = std::make_shared<ssh::session>(
+            co_await ssh::session::connect(session_options_for(job.machine, settings.connect_timeout)));
+    ssh::session& session = *kept;
+    remote::nix_remote_options ro;
+    if (job.machine.remote_program) ro.remote_program = *job.machine.remote_program;
+    if (job.machine.remote_store) ro.remote_store = *job.machine.remote_store;
+    ro.store_dir = settings.remote_store_dir;
+    ro.state_dir = settings.remote_state_dir;
+    auto machine = co_await remote::nix_build_machine::open(session, ro);
+    end(offload_events::phase::connect);
+    say(log_level::talkative, fmt::format("ferry: connected to {} (serve protocol 0x{:x})", uri,
+                                          machine->control().server_version()));
+    std::exception_ptr error;
+    try {
+        co_await steps(*machine, session);
+    } catch (...) {
+        error = std::current_exception();
+    }
+    // Always: the remote GC roots go, the connection closes (hang-up kills a build).
+    co_await machine->finish();
+    if (machine->roots().active()) {
+        // The connection died before the roots could go: one more try on a fresh one.
+        auto dir = machine->roots().directory();
+        auto r = co_await remote::run_command(session_options_for(job.machine, settings.connect_timeout),
+                                              "rm -rf " + ssh::shell_quote(dir), std::chrono::seconds(15));
+        if (r.ok())
+            say(log_level::talkative, fmt::format("ferry: removed the GC roots {} on {} over a new connection", dir, uri));
+        else
+            say(log_level::error, fmt::format("ferry: could not remove the GC roots {} on {}: {}", dir, uri,
+                                              r.message.empty() ? r.status.describe() + ": " + r.err : r.message));
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::session& s) {
+    const std::string uri = machine_uri(job.machine);
+    auto config = store::store_config::from_environment(job.local_flavour);
+    store::store_database db(config);
+    auto drv = store::parse_derivation(read_text_file(job.drv_path), job.drv_path);
+
+    // 2. inputs: protect first, then ask, then send what is missing.
+    co_await m.protect(job.inputs);
+    auto missing = co_await m.missing_paths(job.inputs);
+    std::uint64_t missing_bytes = 0;
+    for (const auto& p : missing)
+        if (auto info = db.query_path_info(p)) missing_bytes += info->nar_size;
+    auto codec = pick_codec(settings, job.machine, job.probe);
+    say(log_level::talkative,
+        fmt::format("ferry: {} of {} input paths missing on {} ({}), sending with {}", missing.size(),
+                    job.inputs.size(), uri, megabytes(missing_bytes), codec::to_string(codec)));
+    if (!missing.empty()) {
+        start(offload_events::phase::send, missing.size(), missing_bytes);
+        transfer::send_options so;
+        so.codec = codec;
+        so.remote = m.options();
+        so.server_version = m.control().server_version();
+        if (events.progress)
+            so.on_progress = [this](const transfer::progress& p) { events.progress(offload_events::phase::send, p); };
+        outcome.sent = co_await transfer::send_paths(s, db, missing, so);
+        end(offload_events::phase::send);
+        say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s", outcome.sent.paths,
+                                              megabytes(outcome.sent.nar_bytes), megabytes(outcome.sent.wire_bytes),
+                                              outcome.sent.seconds()));
+    }
+
+    // 3. build, under ferry's own watchdog.
+    remote::build_request req;
+    req.drv_path = job.drv_path;
+    req.drv = remote::to_basic_derivation(drv, drv.input_drvs.empty() ? drv.input_srcs : job.inputs);
+    req.options.max_silent_time = job.max_silent_time;
+    req.options.build_timeout = job.build_timeout;
+    req.options.max_log_size = job.max_log_size;
+    req.options.keep_failed = job.keep_failed;
+    req.options.enforce_determinism = true;
+    start(offload_events::phase::build, 0, 0);
+    watchdog_state wd;
+    auto sink = [this, &wd](std::string_view bytes) -> asio::awaitable<void> {
+        wd.last_output = clock::now();
+        if (events.log) co_await events.log(bytes);
+    };
+    auto ex = co_await asio::this_coro::executor;
+    auto group = asio::experimental::make_parallel_group(
+        asio::co_spawn(ex, m.build(std::move(req), sink), asio::experimental::deferred),
+        asio::co_spawn(ex, watchdog(wd, job.max_silent_time, job.build_timeout), asio::experimental::deferred));
+    auto [order, build_error, result, watchdog_error] =
+        co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    (void)watchdog_error;
+    outcome.build_time = clock::now() - wd.started;
+    end(offload_events::phase::build);
+    if (order[0] == 1) {
+        outcome.exit_code = 101;
+        outcome.message = fmt::format("build of '{}' on '{}' {} (killed by ferry)", job.drv_path, uri, wd.why);
+        co_return;
+    }
+    if (build_error) std::rethrow_exception(build_error);
+    if (!serve::succeeded(result.status)) {
+        outcome.exit_code = serve::hook_exit_code(result.status);
+        outcome.message = fmt::format("build of '{}' on '{}' failed: {}{}", job.drv_path, uri,
+                                      serve::to_string(result.status),
+                                      result.error_msg.empty() ? "" : ": " + result.error_msg);
+        co_return;
+    }
+
+    // 4. outputs: the wanted ones not valid here.
+    std::vector<std::string> wanted;
+    for (const auto& name : job.wanted_outputs) {
+        const auto* o = drv.output(name);
+        if (!o || o->path.empty())
+            throw failure(errc::unsupported,
+                          fmt::format("{}: output '{}' has no known path (content-addressed outputs are not "
+                                      "supported)",
+                                      job.drv_path, name));
+        if (!db.is_valid(o->path)) wanted.push_back(o->path);
+    }
+    if (!wanted.empty()) {
+        co_await m.protect(wanted);
+        start(offload_events::phase::receive, wanted.size(), 0);
+        store::temp_roots roots(config);
+        transfer::receive_options ro;
+        ro.codec = codec;
+        ro.remote = m.options();
+        ro.locked_by_caller.insert(wanted.begin(), wanted.end());
+        if (events.progress)
+            ro.on_progress = [this](const transfer::progress& p) {
+                events.progress(offload_events::phase::receive, p);
+            };
+        outcome.received = co_await transfer::receive_paths(s, db, roots, wanted, ro);
+        end(offload_events::phase::receive);
+        say(log_level::talkative,
+            fmt::format("ferry: received {} paths, {} ({} on the wire) in {:.2f} s", outcome.received.paths,
+                        megabytes(outcome.received.nar_bytes), megabytes(outcome.received.wire_bytes),
+                        outcome.received.seconds()));
+        for (const auto& p : wanted)
+            if (!db.is_valid(p))
+                throw failure(errc::remote_failed,
+                              fmt::format("output {} is not valid locally after copying it from {}", p, uri));
+    }
+    outcome.exit_code = 0;
+}
+
+}  // namespace
+
+asio::awaitable<offload_outcome> offload_to_nix_machine(offload_job job, offload_settings settings,
+                                                        offload_events events) {
+    offload_run r{std::move(job), std::move(settings), std::move(events), {}};
+    std::string failure_text;
+    try {
+        co_await r.run();
+    } catch (const failure& e) {
+        failure_text = e.what();
+    } catch (const std::exception& e) {
+        failure_text = e.what();
+    }
+    if (!failure_text.empty()) {
+        r.outcome.exit_code = 1;
+        r.outcome.message = fmt::format("offload of '{}' to '{}' failed: {}", r.job.drv_path,
+                                        machine_uri(r.job.machine), failure_text);
+    }
+    co_return std::move(r.outcome);
+}
+
+}  // namespace ferry::hook

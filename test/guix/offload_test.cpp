@@ -1,0 +1,206 @@
+// A whole Guix offload: build/ferry driven as guix-daemon drives its hook, against
+// a real sshd test host. Guix itself cannot be installed here, so both `guix`
+// programs are clearly named TEST SHIMS on top of Nix 2.8's nix-store (same export
+// bundle format; see docs/guix.md for what this does and does not prove):
+//   - the remote one (ferry.conf `guix-program`) implements `guix archive
+//     --missing/--import/--export` and `guix build -r ROOT --max-silent-time=N
+//     --timeout=N DRV`;
+//   - the local one (FERRY_GUIX) implements `guix archive --export`.
+// The local store is a private Nix store bound over /nix in the hook's mount
+// namespace, with Guix's variables pointing at it.
+#include <boost/test/unit_test.hpp>
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <random>
+
+#include <fmt/core.h>
+
+#include "ferry/hosts/test_host.hpp"
+#include "guix/daemon_play.hpp"
+
+using namespace guix_test;
+using namespace ferry::hosts;
+
+namespace {
+
+const char* remote_shim =
+    "#!/bin/sh\n"
+    "# TEST SHIM standing in for `guix` on a build machine, on top of Nix 2.8's nix-store.\n"
+    "case \"$1 $2\" in\n"
+    "'archive --missing')\n"
+    "  while IFS= read -r p; do /usr/bin/nix-store --check-validity \"$p\" >/dev/null 2>&1 || echo \"$p\"; done\n"
+    "  exit 0 ;;\n"
+    "'archive --import') exec /usr/bin/nix-store --import >/dev/null ;;\n"
+    "'archive --export') shift 2; exec /usr/bin/nix-store --export \"$@\" ;;\n"
+    "esac\n"
+    "[ \"$1\" = build ] || { echo \"guix: TEST SHIM: unsupported: $*\" >&2; exit 2; }\n"
+    "shift\n"
+    "root= msl=0 to=0 drv=\n"
+    "while [ $# -gt 0 ]; do\n"
+    "  case \"$1\" in\n"
+    "  -r) root=$2; shift 2 ;;\n"
+    "  --max-silent-time=*) msl=${1#*=}; shift ;;\n"
+    "  --timeout=*) to=${1#*=}; shift ;;\n"
+    "  -*) echo \"guix build: error: TEST SHIM: unsupported option $1\" >&2; exit 2 ;;\n"
+    "  *) drv=$1; shift ;;\n"
+    "  esac\n"
+    "done\n"
+    "echo \"shim-argv: build -r $root --max-silent-time=$msl --timeout=$to $drv\" >> \"${0%/*}/calls\"\n"
+    "/usr/bin/nix-store --realise \"$drv\" --add-root \"$root\" --max-silent-time \"$msl\" --timeout \"$to\" "
+    ">/dev/null && exit 0\n"
+    "echo \"guix build: error: build of \\`$drv' failed\" >&2\n"
+    "exit 1\n";
+
+const char* local_shim =
+    "#!/bin/sh\n"
+    "# TEST SHIM standing in for the local `guix` (ferry runs only `guix archive --export`).\n"
+    "[ \"$1 $2\" = 'archive --export' ] || { echo \"guix: TEST SHIM: unexpected: $*\" >&2; exit 2; }\n"
+    "shift 2\n"
+    "exec /usr/bin/nix-store --export \"$@\"\n";
+
+void write_exec(const std::filesystem::path& p, const std::string& text) {
+    std::ofstream(p) << text;
+    ::chmod(p.c_str(), 0755);
+}
+
+std::string trimmed(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+    std::vector<std::string> out;
+    std::size_t pos = 0;
+    while (pos < s.size()) {
+        auto nl = s.find('\n', pos);
+        if (nl == std::string::npos) nl = s.size();
+        if (nl > pos) out.push_back(s.substr(pos, nl - pos));
+        pos = nl + 1;
+    }
+    return out;
+}
+
+struct setup {
+    test_host host = test_host::start(temporary_directory("ferry-guix-host"), "guixhost");
+    local_store local = local_store::create(temporary_directory("ferry-guix-local"));
+    temp_dir t;
+    std::string nonce;
+
+    setup() {
+        std::random_device rd;
+        nonce = fmt::format("{:08x}{:08x}", rd(), rd());
+        write_exec(host.directory() / "guix-shim", remote_shim);
+        write_exec(t.path / "local-guix", local_shim);
+        std::filesystem::create_directories(t.path / "etc");
+        std::ofstream(t.path / "etc/machines.scm") << fmt::format(
+            "(list (build-machine\n"
+            "       (name \"127.0.0.1\")\n"
+            "       (port {})\n"
+            "       (systems (list \"x86_64-linux\"))\n"
+            "       (user \"root\")\n"
+            "       (overload-threshold #f)  ; the test box is busy compiling\n"
+            "       (private-key \"{}\")\n"
+            "       (host-key \"{}\")))\n",
+            host.port(), host.client_key().string(), host.host_key_line());
+        std::ofstream(t.path / "ferry.conf") << fmt::format(
+            "[machine 127.0.0.1]\nguix-program = {}\nremote-state-dir = /nix/var/nix\ncodec = zstd:1\n",
+            (host.directory() / "guix-shim").string());
+    }
+
+    std::map<std::string, std::string> env() const {
+        auto e = guix_env(t.path);
+        e["NIX_STORE_DIR"] = "/nix/store";
+        e["GUIX_STATE_DIRECTORY"] = "/nix/var/nix";  // inside the hook's namespace: the local store's
+        e["FERRY_GUIX"] = (t.path / "local-guix").string();
+        return e;
+    }
+
+    // Instantiates a derivation in the local store; returns drv, its inputs line, outputs line.
+    std::tuple<std::string, std::string, std::string> instantiate(const std::string& script) {
+        auto expr = local.directory() / ("d-" + std::to_string(++count_) + ".nix");
+        std::ofstream(expr) << fmt::format(
+            "let src = builtins.toFile \"ferry-guix-input-{0}\" \"input {0}\\n\"; in\n"
+            "derivation {{ name = \"ferry-guix-{0}-{1}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\";\n"
+            "  args = [ \"-c\" \"{2}\" ]; inherit src; }}\n",
+            nonce, count_, script);
+        std::string drv, err;
+        BOOST_TEST_REQUIRE(local.run("/usr/bin/nix-instantiate " + expr.string(), &drv, &err) == 0, err);
+        drv = trimmed(drv);
+        std::string closure, outs;
+        // build.cc: inputs = closure of the input paths + closure of the .drv.
+        BOOST_TEST_REQUIRE(local.run("/usr/bin/nix-store -qR " + drv, &closure) == 0);
+        BOOST_TEST_REQUIRE(local.run("/usr/bin/nix-store -q --outputs " + drv, &outs) == 0);
+        std::string inputs_line, outputs_line;
+        for (const auto& p : lines(closure)) inputs_line += p + " ";
+        for (const auto& p : lines(outs)) outputs_line += p + " ";
+        return {drv, inputs_line, outputs_line};
+    }
+
+private:
+    int count_ = 0;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(guix_offload)
+
+BOOST_AUTO_TEST_CASE(full_offload_through_guix_shims_on_a_test_host) {
+    setup s;
+    auto [drv, inputs, outputs] = s.instantiate("echo building-$src; /bin/cat $src > $out");
+    daemon_side d(ferry_binary(), {"offload", "x86_64-linux", "20", "1", "0"}, s.env(), s.local.store_root());
+    d.write_line("0 x86_64-linux " + drv + " ");
+    auto reply = d.read_reply();
+    BOOST_TEST_REQUIRE(reply.value_or("<eof>") == "accept", d.client);
+    d.write_line(inputs);
+    d.write_line(outputs);
+    d.close_in();
+    int status = d.wait(std::chrono::seconds(60));
+    std::string client = d.drain();
+    std::string log = d.read_log();
+    BOOST_TEST_MESSAGE("client saw:\n" << client << "log:\n" << log);
+    BOOST_TEST_REQUIRE(status == 0, client);
+
+    const std::string out = trimmed(outputs);
+    BOOST_TEST(client.find("@ build-remote " + drv + " 127.0.0.1\n") != std::string::npos, client);
+    BOOST_TEST(client.find("ferry: sent ") != std::string::npos, client);  // progress for max-silent-time
+    BOOST_TEST(log.find("building-") != std::string::npos, log);          // the build log came on fd 4
+    // The output is valid in the local store (registered by ferry) with its content.
+    std::string content;
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + out) == 0);
+    BOOST_TEST(s.local.run("/bin/cat " + out, &content) == 0);
+    BOOST_TEST(content == "input " + s.nonce + "\n");
+    // The remote ran guix build with the daemon's limits, its root under gcroots/ferry-*.
+    std::ifstream calls(s.host.directory() / "calls");
+    std::string call((std::istreambuf_iterator<char>(calls)), std::istreambuf_iterator<char>());
+    BOOST_TEST(call.find("--max-silent-time=20 --timeout=0 " + drv) != std::string::npos, call);
+    BOOST_TEST(call.find(" -r /nix/var/nix/gcroots/") != std::string::npos, call);
+    BOOST_TEST(call.find("/ferry-") != std::string::npos, call);
+    // ... and the roots are gone afterwards.
+    std::string roots;
+    s.host.run("find /nix/var/nix/gcroots", &roots);
+    BOOST_TEST(roots.find("ferry-") == std::string::npos, roots);
+}
+
+BOOST_AUTO_TEST_CASE(remote_build_failure_is_permanent_100) {
+    setup s;
+    auto [drv, inputs, outputs] = s.instantiate("echo about-to-fail; exit 1");
+    daemon_side d(ferry_binary(), {"offload", "x86_64-linux", "0", "0", "0"}, s.env(), s.local.store_root());
+    auto t0 = std::chrono::steady_clock::now();
+    d.write_line("0 x86_64-linux " + drv + " ");
+    auto r = d.read_reply();
+    BOOST_TEST_MESSAGE("reply after " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s: " << r.value_or("<none>") << " client: " << d.client);
+    BOOST_TEST_REQUIRE(r.value_or("<eof>") == "accept", d.client);
+    d.write_line(inputs);
+    d.write_line(outputs);
+    d.close_in();
+    int status = d.wait(std::chrono::seconds(60));
+    std::string client = d.drain();
+    BOOST_TEST(status == 100, client);
+    BOOST_TEST(client.find("@ build-remote") == std::string::npos, client);  // trace off
+    BOOST_TEST(client.find("failed") != std::string::npos, client);
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + trimmed(outputs) + " 2>/dev/null") != 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,145 @@
+// The Guix build machine's command texts (pure functions), including quoting, and
+// the verdict read from `guix build`; plus machines.scm as the Guix front end reads it.
+#include <boost/test/unit_test.hpp>
+
+#include "ferry/codec/codec_spec.hpp"
+#include "ferry/hook/guix_machines.hpp"
+#include "ferry/remote/guix_remote.hpp"
+#include "ferry/util/error.hpp"
+
+using namespace ferry::remote;
+using ferry::codec::codec_kind;
+using ferry::codec::codec_spec;
+
+namespace {
+const std::string a = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-a";
+const std::string b = "/gnu/store/zyxwvsrqpnmlkjihgfdcba9876543210-b.drv";
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(guix_remote_commands)
+
+BOOST_AUTO_TEST_CASE(stock_commands) {
+    guix_remote_options o;
+    BOOST_TEST(guix_missing_command(o) == "guix archive --missing");
+    BOOST_TEST(guix_import_command(o, codec_kind::none) == "guix archive --import");
+    BOOST_TEST(guix_import_command(o, codec_kind::zstd) == "sh -c 'zstd -dc | guix archive --import'");
+    BOOST_TEST(guix_import_command(o, codec_kind::xz) == "sh -c 'xz -dc | guix archive --import'");
+    BOOST_TEST(guix_export_command(o, {a, b}, codec_spec{codec_kind::none, 0}) ==
+               "guix archive --export " + a + " " + b);
+    BOOST_TEST(guix_build_command(o, "/var/guix/gcroots/ferry-1/result", 3600, 0, b) ==
+               "guix build -r /var/guix/gcroots/ferry-1/result --max-silent-time=3600 --timeout=0 " + b);
+}
+
+BOOST_AUTO_TEST_CASE(compressed_export_reports_a_failed_export) {
+    guix_remote_options o;
+    auto cmd = guix_export_command(o, {a}, codec_spec{codec_kind::zstd, 1}, 2);
+    BOOST_TEST(cmd.rfind("sh -c '{ guix archive --export " + a + " || echo ", 0) == 0, cmd);
+    BOOST_TEST(cmd.find("ferry: export failed (status $?)") != std::string::npos, cmd);
+    BOOST_TEST(cmd.find("| zstd -1") != std::string::npos, cmd);
+}
+
+BOOST_AUTO_TEST_CASE(quoting_of_a_program_path_with_spaces_and_quotes) {
+    guix_remote_options o;
+    o.guix_program = "/opt/my guix/it's guix";
+    BOOST_TEST(guix_missing_command(o) == "'/opt/my guix/it'\\''s guix' archive --missing");
+    // Inside sh -c the whole script is quoted once more.
+    BOOST_TEST(guix_import_command(o, codec_kind::zstd) ==
+               "sh -c 'zstd -dc | '\\''/opt/my guix/it'\\''\\'\\'''\\''s guix'\\'' archive --import'");
+    BOOST_TEST(guix_build_command(o, "/r oot", 1, 2, b) ==
+               "'/opt/my guix/it'\\''s guix' build -r '/r oot' --max-silent-time=1 --timeout=2 " + b);
+}
+
+BOOST_AUTO_TEST_CASE(paths_outside_the_store_are_refused) {
+    guix_remote_options o;
+    BOOST_CHECK_THROW(guix_export_command(o, {"/gnu/store/x; rm -rf /"}, codec_spec{codec_kind::none, 0}),
+                      ferry::failure);
+    BOOST_CHECK_THROW(guix_build_command(o, "/r", 0, 0, "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-a.drv"),
+                      ferry::failure);
+}
+
+BOOST_AUTO_TEST_CASE(local_exporter_passes_paths_as_positional_parameters) {
+    auto argv = local_export_argv("/usr/bin/guix", {a, b}, codec_spec{codec_kind::zstd, 3});
+    BOOST_REQUIRE(argv.size() == 6u);
+    BOOST_TEST(argv[0] == "/bin/sh");
+    BOOST_TEST(argv[2] == "exec \"$0\" archive --export \"$@\"");
+    BOOST_TEST(argv[3] == "/usr/bin/guix");
+    BOOST_TEST(argv[4] == a);
+    BOOST_TEST(argv[5] == b);
+}
+
+BOOST_AUTO_TEST_CASE(build_verdicts) {
+    using v = guix_build_verdict;
+    BOOST_TEST((classify_guix_build(0, "") == v::built));
+    BOOST_TEST((classify_guix_build(1, "guix build: error: build of `/gnu/store/x.drv' failed\n") == v::failed));
+    BOOST_TEST((classify_guix_build(1, "building /gnu/store/x.drv...\n/gnu/store/x.drv timed out after 5 seconds of "
+                                       "silence\nguix build: error: build of `/gnu/store/x.drv' failed\n") ==
+                v::timed_out));
+    BOOST_TEST((classify_guix_build(255, "ssh: connection lost") == v::transient));
+    BOOST_TEST((classify_guix_build(127, "sh: guix: not found") == v::transient));
+    BOOST_TEST((classify_guix_build(1, "guix build: error: failed to connect to `/var/guix/daemon-socket/socket'") ==
+                v::failed));  // offload.scm also maps every store-protocol-error to 100
+    BOOST_TEST((classify_guix_build(1, "Backtrace: ...") == v::transient));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(guix_machines_subset)
+
+BOOST_AUTO_TEST_CASE(plain_list_and_guix_system_form) {
+    const std::string plain =
+        ";; comment\n"
+        "(use-modules (gnu))\n"
+        "(list (build-machine (name \"eightysix.example.org\") (systems (list \"x86_64-linux\" \"i686-linux\"))\n"
+        "                     (host-key \"ssh-ed25519 AAAA\") (user \"bob\") (speed 2.) (port 2222)\n"
+        "                     (overload-threshold #f) (features '(\"kvm\")))\n"
+        "      (build-machine (name \"arm\") (system \"aarch64-linux\") (user \"u\") (host-key \"k\")))\n";
+    auto ms = ferry::hook::parse_machines_scm(plain, "m.scm");
+    BOOST_REQUIRE(ms.size() == 2u);
+    BOOST_TEST(ms[0].name == "eightysix.example.org");
+    BOOST_TEST(ms[0].port == 2222);
+    BOOST_TEST(ms[0].speed == 2.0);
+    BOOST_TEST(!ms[0].overload_threshold.has_value());
+    BOOST_TEST(ms[0].location == "m.scm:3:7");
+    BOOST_TEST(ferry::hook::guix_machine_matches(ms[0], "i686-linux", {"kvm"}));
+    BOOST_TEST(!ferry::hook::guix_machine_matches(ms[0], "i686-linux", {"kvm", "big"}));
+    BOOST_TEST(ms[1].systems == std::vector<std::string>{"aarch64-linux"});
+
+    const std::string system_form =
+        "((@ (srfi srfi-1) append-map)\n"
+        " (lambda (entry) (if (build-machine? entry) (list entry) entry))\n"
+        " (list (build-machine (name \"a\") (systems '(\"x86_64-linux\")) (user \"u\") (host-key \"k\"))\n"
+        "       (list (build-machine (name \"b\") (systems '(\"x86_64-linux\")) (user \"u\") (host-key \"k\")))))\n";
+    auto ss = ferry::hook::parse_machines_scm(system_form, "machines.scm");
+    BOOST_REQUIRE(ss.size() == 2u);
+    BOOST_TEST(ss[1].name == "b");
+}
+
+BOOST_AUTO_TEST_CASE(outside_the_subset_names_the_position) {
+    auto message = [](const std::string& text) {
+        try {
+            ferry::hook::parse_machines_scm(text, "m.scm");
+        } catch (const ferry::failure& f) {
+            return std::string(f.what());
+        }
+        return std::string("no error");
+    };
+    BOOST_TEST(message("(define x 1)\n(list x)").rfind("m.scm:1:1:", 0) == 0);
+    // The machines layer owns the texts; the front end only relies on file:line:col first.
+    auto unknown_field = message("(list (build-machine (name \"a\")\n (sistems '())))");
+    BOOST_TEST(unknown_field.rfind("m.scm:2:", 0) == 0, unknown_field);
+    BOOST_TEST(unknown_field.find("sistems") != std::string::npos, unknown_field);
+    auto missing = message("(list (build-machine (name \"a\")))");
+    BOOST_TEST(missing.rfind("m.scm:1:", 0) == 0, missing);
+    BOOST_TEST(missing.find("systems") != std::string::npos, missing);
+    BOOST_TEST(message("(list (build-machine (name \"a\")").rfind("m.scm:1:", 0) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(ferry_conf_sections) {
+    auto c = ferry::hook::parse_ferry_conf("codec = none\n[machine h1]\nguix-program = /opt/shim/guix\n", "f.conf");
+    BOOST_TEST(c.get("h1", "guix-program", "guix") == "/opt/shim/guix");
+    BOOST_TEST(c.get("h2", "guix-program", "guix") == "guix");
+    BOOST_TEST(c.get("h1", "codec", "zstd") == "none");
+    BOOST_CHECK_THROW(ferry::hook::parse_ferry_conf("[host x]\n", "f.conf"), ferry::failure);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
