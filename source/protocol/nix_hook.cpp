@@ -6,6 +6,7 @@
 
 #include <fmt/core.h>
 
+#include "ferry/protocol/detail/decode_step.hpp"
 #include "ferry/protocol/wire.hpp"
 #include "ferry/util/error.hpp"
 
@@ -86,17 +87,9 @@ bool nix_settings::can_build_locally(const nix_build_request& request) const {
 namespace {
 
 // Inside a parse function: return "need more" from it when a getter does.
-#define FERRY_GET(var, expr) \
-    auto var = (expr);       \
-    if (!var) return std::nullopt
-
 template <class F>
 auto with_step(std::string_view step, F&& f) -> decltype(f()) {
-    try {
-        return f();
-    } catch (const failure& e) {
-        throw failure(e.code(), fmt::format("nix build hook, {}: {}", step, e.what()));
-    }
+    return detail::with_step("nix build hook", step, std::forward<F>(f));
 }
 
 std::optional<nix_settings> read_settings(wire::cursor& in, const nix_hook_limits& limits) {

@@ -5,23 +5,16 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "ferry/protocol/detail/decode_step.hpp"
 #include "ferry/protocol/wire.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::protocol::serve {
 namespace {
 
-#define FERRY_GET(var, expr) \
-    auto var = (expr);       \
-    if (!var) return std::nullopt
-
 template <class F>
 auto with_step(std::string_view step, F&& f) -> decltype(f()) {
-    try {
-        return f();
-    } catch (const failure& e) {
-        throw failure(e.code(), fmt::format("nix-store --serve, {}: {}", step, e.what()));
-    }
+    return detail::with_step("nix-store --serve", step, std::forward<F>(f));
 }
 
 void append_set(std::string& out, const std::set<std::string>& values) {

@@ -90,18 +90,6 @@ void parse_df(std::string_view value, std::size_t line, probe_result& r) {
 
 }  // namespace
 
-std::string shell_quote(std::string_view s) {
-    std::string out = "'";
-    for (char c : s) {
-        if (c == '\'')
-            out += "'\\''";
-        else
-            out += c;
-    }
-    out += '\'';
-    return out;
-}
-
 std::string probe_script(std::string_view store_dir) {
     // The store directory, then its ancestors: a machine without the store yet
     // still reports the space it would have.

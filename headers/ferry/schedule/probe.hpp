@@ -27,6 +27,8 @@
 
 #include "ferry/schedule/machine.hpp"
 
+#include "ferry/ssh/quote.hpp"
+
 namespace ferry::schedule {
 
 struct probe_result {
@@ -49,8 +51,8 @@ std::string probe_script(std::string_view store_dir);
 // The whole remote command: `sh -c '<script>'`, so the remote user's login
 // shell (which may be csh or fish) only has to run `sh`.
 std::string probe_command(std::string_view store_dir);
-// Quotes s for a POSIX shell ('...' with embedded quotes escaped).
-std::string shell_quote(std::string_view s);
+// POSIX shell quoting is the ssh layer's (one implementation for every remote command).
+using ferry::ssh::shell_quote;
 
 // Throws ferry::failure(errc::bad_input / errc::truncated) naming the line
 // number and what was expected.
