@@ -311,18 +311,9 @@ int status_command_main(int argc, char** argv) {
         return code == 0 ? 0 : 2;
     }
 
-    ops_selection sel;
-    try {
-        sel = select_targets(file, regex);
-    } catch (const failure& f) {
-        fmt::print(stderr, "ferry status: {}\n", f.what());
-        return 2;
-    }
-    if (sel.targets.empty()) {
-        fmt::print(stderr, "ferry status: no machine in {}{}\n", sel.file.string(),
-                   regex.empty() ? "" : fmt::format(" matches '{}'", regex));
-        return 2;
-    }
+    auto selected = select_targets_or_report("status", file, regex);
+    if (!selected) return 2;
+    ops_selection sel = std::move(*selected);
 
     auto deadline = std::chrono::milliseconds(static_cast<long long>(timeout * 1000));
     std::vector<status_row> rows(sel.targets.size());

@@ -92,4 +92,21 @@ ops_selection select_targets(const fs::path& file, const std::string& regex) {
     return sel;
 }
 
+std::optional<ops_selection> select_targets_or_report(std::string_view command, const fs::path& file,
+                                                      const std::string& regex) {
+    ops_selection sel;
+    try {
+        sel = select_targets(file, regex);
+    } catch (const failure& f) {
+        fmt::print(stderr, "ferry {}: {}\n", command, f.what());
+        return std::nullopt;
+    }
+    if (sel.targets.empty()) {
+        fmt::print(stderr, "ferry {}: no machine in {}{}\n", command, sel.file.string(),
+                   regex.empty() ? "" : fmt::format(" matches '{}'", regex));
+        return std::nullopt;
+    }
+    return sel;
+}
+
 }  // namespace ferry::cli

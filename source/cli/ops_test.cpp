@@ -327,18 +327,9 @@ int test_command_main(int argc, char** argv) {
         return code == 0 ? 0 : 2;
     }
 
-    ops_selection sel;
-    try {
-        sel = select_targets(file, regex);
-    } catch (const failure& f) {
-        fmt::print(stderr, "ferry test: {}\n", f.what());
-        return 2;
-    }
-    if (sel.targets.empty()) {
-        fmt::print(stderr, "ferry test: no machine in {}{}\n", sel.file.string(),
-                   regex.empty() ? "" : fmt::format(" matches '{}'", regex));
-        return 2;
-    }
+    auto selected = select_targets_or_report("test", file, regex);
+    if (!selected) return 2;
+    ops_selection sel = std::move(*selected);
 
     test_context ctx;
     ctx.nonce = random_nonce();

@@ -39,5 +39,9 @@ struct ops_selection {
 // Throws ferry::failure: errc::bad_input with file:line for a malformed file or a bad
 // REGEX, and for a missing file, naming the path.
 ops_selection select_targets(const std::filesystem::path& file, const std::string& regex);
+// select_targets for a command's front end: on a bad file, a bad REGEX or no machine
+// selected it prints "ferry COMMAND: why" on stderr and returns nullopt (exit 2).
+std::optional<ops_selection> select_targets_or_report(std::string_view command, const std::filesystem::path& file,
+                                                      const std::string& regex);
 
 }  // namespace ferry::cli
