@@ -1,9 +1,8 @@
 // ferry as Nix's build hook, end to end: real Nix 2.8 nix-build (root, its own
 // store through hosts::local_store) calls build/ferry-build-hook, which offloads to
 // a real sshd test host with its own store. One host and one local store shared by
-// every case (per-run nonces keep builds uncached).
-//
-// Needs the ferry binary: build target `ferry` in the same build directory first.
+// every case (per-run nonces keep builds uncached). Fixture pieces shared with
+// test/farm and test/faults: test/support/nix_build.hpp.
 #include <signal.h>
 #include <sys/types.h>
 
@@ -28,157 +27,43 @@
 #include "ferry/protocol/nix_log.hpp"
 #include "ferry/protocol/wire.hpp"
 #include "ferry/schedule/slot.hpp"
+#include "support/nix_build.hpp"
 
 namespace fs = std::filesystem;
 using namespace ferry;
+using namespace ferry::test_support;
 
 namespace {
-
-const std::string hook_path = std::string(FERRY_BINARY_DIR) + "/ferry-build-hook";
-
-std::string nonce() {
-    std::random_device rd;
-    return fmt::format("{:08x}{:08x}", rd(), rd());
-}
-
-std::string sh_quote(const std::string& s) {
-    std::string r = "'";
-    for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return r + "'";
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-    std::vector<std::string> v;
-    std::istringstream in(text);
-    for (std::string l; std::getline(in, l);) v.push_back(l);
-    return v;
-}
-
-struct build_run {
-    int status = -1;
-    std::string out, err;
-    std::vector<std::string> paths() const {
-        std::vector<std::string> v;
-        for (auto& l : lines_of(out))
-            if (l.starts_with("/nix/store/")) v.push_back(l);
-        return v;
-    }
-};
 
 // One test host and one local store for every case.
 struct hook_fixture {
     hosts::test_host host;
-    hosts::local_store local;
+    nix_build_env env;
+    hosts::local_store& local;
 
     hook_fixture()
         : host(hosts::test_host::start(hosts::temporary_directory("ferry-hook-host"), "builder1")),
-          local(hosts::local_store::create(hosts::temporary_directory("ferry-hook-local"))) {
-        // ferry's state (slots, probe cache, backoff) private to this run.
-        std::ofstream(local.directory() / "ferry.conf") << "state-dir = " << (local.directory() / "ferry-state").string()
-                                                        << "\n";
-    }
+          env("ferry-hook-local"),
+          local(env.local) {}
 
     static hook_fixture& get() {
         static std::unique_ptr<hook_fixture> f;
-        if (!f) {
-            BOOST_TEST_REQUIRE(fs::exists(hook_path), hook_path << " is missing: build target `ferry` first");
-            f = std::make_unique<hook_fixture>();
-        }
+        if (!f) f = std::make_unique<hook_fixture>();
         return *f;
     }
 
-    fs::path write_expr(const std::string& name, const std::string& text) {
-        auto p = local.directory() / (name + ".nix");
-        std::ofstream(p) << text;
-        return p;
-    }
+    fs::path write_expr(const std::string& name, const std::string& text) { return env.write_expr(name, text); }
 
     // nix-build with ferry as the build hook; `builders` defaults to the host.
     build_run nix_build(const fs::path& expr, const std::string& extra = "",
                         std::optional<std::string> builders = std::nullopt) {
-        build_run r;
-        std::string b = builders ? *builders : host.nix_machine_line();
-        auto cmd = fmt::format(
-            "FERRY_CONFIG={} /usr/bin/nix-build {} --no-out-link --option build-hook {} --option substituters '' --builders {} {}",
-            (local.directory() / "ferry.conf").string(), expr.string(), hook_path, sh_quote(b), extra);
-        auto t0 = std::chrono::steady_clock::now();
-        r.status = local.run(cmd, &r.out, &r.err);
-        BOOST_TEST_MESSAGE(fmt::format("{} -> {} in {:.2f} s", cmd, r.status,
-                                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
-        return r;
+        return env.nix_build(expr, builders ? *builders : host.nix_machine_line(), extra);
     }
 
-    bool valid_locally(const std::string& path) { return local.run("/usr/bin/nix-store --verify-path " + path) == 0; }
-    bool valid_on_host(const std::string& path) {
-        return host.run("/usr/bin/nix-store --check-validity " + path + " 2>/dev/null") == 0;
-    }
-    std::vector<std::string> remote_roots() {
-        std::vector<std::string> v;
-        std::error_code ec;
-        for (auto& e : fs::recursive_directory_iterator(host.store_root() / "var/nix/gcroots", ec))
-            if (e.path().filename().string().starts_with("ferry-")) v.push_back(e.path().string());
-        return v;
-    }
+    bool valid_locally(const std::string& path) { return env.valid_locally(path); }
+    bool valid_on_host(const std::string& path) { return test_support::valid_on_host(host, path); }
+    std::vector<std::string> remote_roots() { return test_support::remote_roots(host); }
 };
-
-// Runs the hook binary directly with `input` on stdin (as the daemon writes it).
-struct hook_run {
-    int status = -1;
-    std::string out, err;
-};
-hook_run run_hook_directly(const std::string& input, unsigned verbosity, const std::string& env = "") {
-    auto dir = hosts::temporary_directory("ferry-hook-proto");
-    std::ofstream(dir / "in", std::ios::binary) << input;
-    hook_run r;
-    auto cmd = fmt::format("cd {0} && {1} {2} {3} <in >out 2>err; echo $? >status", dir.string(), env, hook_path,
-                           verbosity);
-    BOOST_TEST_REQUIRE(std::system(cmd.c_str()) == 0);
-    auto slurp = [&](const char* name) {
-        std::ifstream in(dir / name, std::ios::binary);
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    r.status = std::stoi(slurp("status"));
-    r.out = slurp("out");
-    r.err = slurp("err");
-    fs::remove_all(dir);
-    return r;
-}
-
-std::string settings_preamble(const std::vector<std::pair<std::string, std::string>>& settings) {
-    std::string s;
-    for (auto& [k, v] : settings) {
-        protocol::wire::append_u64(s, 1);
-        protocol::wire::append_string(s, k);
-        protocol::wire::append_string(s, v);
-    }
-    protocol::wire::append_u64(s, 0);
-    return s;
-}
-
-std::string try_request(bool am_willing, const std::string& system, const std::string& drv,
-                        const std::vector<std::string>& features) {
-    std::string s;
-    protocol::wire::append_string(s, "try");
-    protocol::wire::append_u64(s, am_willing ? 1 : 0);
-    protocol::wire::append_string(s, system);
-    protocol::wire::append_string(s, drv);
-    protocol::wire::append_strings(s, features);
-    return s;
-}
-
-bool process_gone(pid_t pid) {
-    for (int i = 0; i < 100; ++i) {
-        if (::kill(pid, 0) != 0) return true;
-        // A zombie waits for the host's reaper: gone as a process all the same.
-        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-        std::string line;
-        std::getline(stat, line);
-        auto close = line.rfind(')');
-        if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z') return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-}
 
 }  // namespace
 
