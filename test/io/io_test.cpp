@@ -12,6 +12,7 @@
 #include "ferry/io/fault.hpp"
 #include "ferry/io/fd_writer.hpp"
 #include "ferry/io/stage_channel.hpp"
+#include "support/run_async.hpp"
 
 using namespace std::chrono_literals;
 using namespace ferry;
@@ -19,14 +20,7 @@ using namespace ferry::io;
 
 namespace {
 
-// Runs a coroutine to completion on a fresh io_context (Boost.Test + coroutines).
-template <class F>
-auto run(F f) {
-    asio::io_context io;
-    auto fut = asio::co_spawn(io, f(), asio::use_future);
-    io.run();
-    return fut.get();
-}
+using test_support::run_async;
 
 struct ignore_sigpipe {
     ignore_sigpipe() { ::signal(SIGPIPE, SIG_IGN); }
@@ -57,7 +51,7 @@ BOOST_AUTO_TEST_CASE(fault_counter_fails_nth_and_later) {
 BOOST_AUTO_TEST_CASE(fault_stream_fails_third_operation_of_a_real_pipe) {
     // Every operation index: the n-th write fails, the ones before went through the pipe.
     for (std::size_t n = 1; n <= 4; ++n) {
-        auto written = run([n]() -> asio::awaitable<std::size_t> {
+        auto written = run_async([n]() -> asio::awaitable<std::size_t> {
             auto ex = co_await asio::this_coro::executor;
             asio::readable_pipe r(ex);
             asio::writable_pipe w(ex);
@@ -95,25 +89,25 @@ BOOST_AUTO_TEST_CASE(fault_stream_fails_third_operation_of_a_real_pipe) {
 BOOST_AUTO_TEST_CASE(child_process_exit_status_and_output) {
     std::vector<std::string> argv{"/bin/sh", "-c", "cat; echo to-err >&2; exit 7"};
     std::string input = "hello input";
-    auto r = run([&]() -> asio::awaitable<process_result> { co_return co_await run_process(argv, input); });
+    auto r = run_async([&]() -> asio::awaitable<process_result> { co_return co_await run_process(argv, input); });
     BOOST_TEST(r.status == 7);
     BOOST_TEST(r.out == "hello input");
     BOOST_TEST(r.err == "to-err\n");
 
     std::vector<std::string> wc{"wc", "-c"};
     std::string big_input(3 << 20, 'x');
-    auto big = run([&]() -> asio::awaitable<process_result> { co_return co_await run_process(wc, big_input); });
+    auto big = run_async([&]() -> asio::awaitable<process_result> { co_return co_await run_process(wc, big_input); });
     BOOST_TEST(big.status == 0);
     BOOST_TEST(std::stoul(big.out) == 3u << 20);
 }
 
 BOOST_AUTO_TEST_CASE(child_process_killed_by_signal_and_kill) {
     std::vector<std::string> argv{"/bin/sh", "-c", "kill -TERM $$"};
-    auto status = run([&]() -> asio::awaitable<int> { co_return (co_await run_process(argv)).status; });
+    auto status = run_async([&]() -> asio::awaitable<int> { co_return (co_await run_process(argv)).status; });
     BOOST_TEST(status == 128 + SIGTERM);
     process_options sleep;
     sleep.argv = {"sleep", "30"};
-    auto killed = run([&]() -> asio::awaitable<int> {
+    auto killed = run_async([&]() -> asio::awaitable<int> {
         auto child = child_process::spawn(co_await asio::this_coro::executor, sleep);
         child.kill(SIGKILL);
         co_return co_await child.wait();
@@ -141,7 +135,7 @@ BOOST_AUTO_TEST_CASE(deadline_times_out_and_passes_results) {
     };
     auto start = std::chrono::steady_clock::now();
     try {
-        run([&]() -> asio::awaitable<int> { co_return co_await with_deadline(slow(), 50ms, "slow step"); });
+        run_async([&]() -> asio::awaitable<int> { co_return co_await with_deadline(slow(), 50ms, "slow step"); });
         BOOST_FAIL("no timeout");
     } catch (const failure& e) {
         BOOST_TEST(e.code() == make_error_code(errc::timed_out));
@@ -150,7 +144,7 @@ BOOST_AUTO_TEST_CASE(deadline_times_out_and_passes_results) {
     BOOST_TEST((std::chrono::steady_clock::now() - start < 5s));
 
     auto fast = []() -> asio::awaitable<int> { co_return 42; };
-    BOOST_TEST(run([&]() -> asio::awaitable<int> { co_return co_await with_deadline(fast(), 5s, "fast"); }) == 42);
+    BOOST_TEST(run_async([&]() -> asio::awaitable<int> { co_return co_await with_deadline(fast(), 5s, "fast"); }) == 42);
 
     // A failure inside is passed on at once, not after the deadline (unlike operator||).
     auto throws = []() -> asio::awaitable<void> {
@@ -159,7 +153,7 @@ BOOST_AUTO_TEST_CASE(deadline_times_out_and_passes_results) {
     };
     start = std::chrono::steady_clock::now();
     try {
-        run([&]() -> asio::awaitable<void> { co_await with_deadline(throws(), 10s, "outer"); });
+        run_async([&]() -> asio::awaitable<void> { co_await with_deadline(throws(), 10s, "outer"); });
         BOOST_FAIL("no throw");
     } catch (const failure& e) {
         BOOST_TEST(e.code() == make_error_code(errc::bad_input));
@@ -168,7 +162,7 @@ BOOST_AUTO_TEST_CASE(deadline_times_out_and_passes_results) {
 }
 
 BOOST_AUTO_TEST_CASE(stage_channel_delivers_buffered_items_before_end_and_error) {
-    auto got = run([]() -> asio::awaitable<std::vector<int>> {
+    auto got = run_async([]() -> asio::awaitable<std::vector<int>> {
         auto ex = co_await asio::this_coro::executor;
         stage_channel<int> ch(ex, 2);
         // The producer finishes while items are still buffered: none may be lost.
@@ -183,7 +177,7 @@ BOOST_AUTO_TEST_CASE(stage_channel_delivers_buffered_items_before_end_and_error)
     BOOST_TEST(got == (std::vector<int>{0, 1, 2, 3, 4}));
 
     try {
-        run([]() -> asio::awaitable<void> {
+        run_async([]() -> asio::awaitable<void> {
             auto ex = co_await asio::this_coro::executor;
             stage_channel<std::string> ch(ex, 4);
             co_await ch.send("a");
@@ -216,7 +210,7 @@ BOOST_AUTO_TEST_CASE(fd_writer_leaves_flags_alone) {
             while ((n = ::read(p[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
         });
         int during = -1;
-        run([&]() -> asio::awaitable<void> {
+        run_async([&]() -> asio::awaitable<void> {
             fd_writer writer(p[1]);
             std::string_view all = data;
             auto first = all.substr(0, all.size() / 2), second = all.substr(all.size() / 2);

@@ -24,6 +24,7 @@
 #include "ferry/protocol/serve.hpp"
 #include "ferry/ssh/session.hpp"
 #include "ferry/store/database.hpp"
+#include "support/run_async.hpp"
 
 namespace ferry::protocol::serve {
 inline std::ostream& operator<<(std::ostream& o, build_status s) { return o << to_string(s); }
@@ -112,17 +113,7 @@ inline std::string write_expr(const std::string& name, const std::string& text) 
     return path.string();
 }
 
-inline ferry::ssh::session_options host_options() {
-    ferry::ssh::session_options o;
-    o.host = "127.0.0.1";
-    o.port = host().port();
-    o.user = "root";
-    o.read_config = false;
-    o.identity = host().client_key();
-    o.host_key = host().host_key_line();
-    o.connect_timeout = 20s;
-    return o;
-}
+inline ferry::ssh::session_options host_options() { return ferry::test_support::pinned_options(host()); }
 
 inline ferry::store::store_database& local_db() {
     static ferry::store::store_database db(
@@ -130,12 +121,6 @@ inline ferry::store::store_database& local_db() {
     return db;
 }
 
-template <class F>
-auto run_async(F f) {
-    asio::io_context io;
-    auto fut = asio::co_spawn(io, f(), asio::use_future);
-    io.run();
-    return fut.get();
-}
+using ferry::test_support::run_async;
 
 }  // namespace ferry_test

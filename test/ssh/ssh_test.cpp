@@ -18,6 +18,7 @@
 #include "ferry/io/deadline.hpp"
 #include "ferry/io/fault.hpp"
 #include "ferry/ssh/quote.hpp"
+#include "support/run_async.hpp"
 #include "ferry/ssh/session.hpp"
 
 using namespace std::chrono_literals;
@@ -42,25 +43,8 @@ BOOST_TEST_GLOBAL_FIXTURE(hosts_fixture);
 hosts::test_host& host() { return *hosts_fixture::instance->host; }
 
 // The pinned-key way in: explicit address, port, user, key.
-session_options pinned_options() {
-    session_options o;
-    o.host = "127.0.0.1";
-    o.port = host().port();
-    o.user = "root";
-    o.read_config = false;
-    o.identity = host().client_key();
-    o.host_key = host().host_key_line();
-    o.connect_timeout = 20s;
-    return o;
-}
-
-template <class F>
-auto run_async(F f) {
-    asio::io_context io;
-    auto fut = asio::co_spawn(io, f(), asio::use_future);
-    io.run();
-    return fut.get();
-}
+session_options pinned_options() { return test_support::pinned_options(host()); }
+using test_support::run_async;
 
 std::string sha256_hex(const std::string& data, std::size_t repeat) {
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
