@@ -10,6 +10,7 @@
 
 #include "ferry/protocol/nix_hook.hpp"
 #include "ferry/util/error.hpp"
+#include "hook_decoder_feed.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size == 0) return 0;
@@ -22,21 +23,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     limits.max_setting_value = 4096;
     limits.max_paths = 1024;
     nix_hook_decoder decoder(limits);
-    std::string buffer;
-    auto handle = [&](const nix_hook_decoder::result& r) {
-        if (r.consumed > buffer.size()) std::abort();
-        if (r.need_more() && r.consumed != 0) std::abort();
-        buffer.erase(0, r.consumed);
-        if (std::holds_alternative<nix_build_request>(r.msg)) decoder.reply(reply);
-        return !r.need_more();
-    };
-    try {
-        for (std::size_t i = 0; i < input.size(); i += chunk) {
-            buffer += input.substr(i, chunk);
-            while (handle(decoder.decode(buffer)) && !buffer.empty()) {}
-        }
-        for (int n = 0; n < 4 && handle(decoder.decode_eof(buffer)); ++n) {}
-    } catch (const ferry::failure&) {
-    }
+    ferry_fuzz::feed_hook_decoder<nix_build_request>(decoder, input, chunk, reply);
     return 0;
 }
