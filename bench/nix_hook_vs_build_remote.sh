@@ -1,44 +1,104 @@
 #!/bin/sh
-# Offload of a ~100 MB input closure (10 paths of /usr/lib binaries): ferry-build-hook vs Nix 2.8's own
-# build-remote, same run, two fresh test hosts (host1: ferry, host2: Nix), one fresh local store. As root.
-# Usage: [FERRY=path/to/ferry] [CODEC=auto|none|zstd:1] [FERRY_ARGS=-v] bench/nix_hook_vs_build_remote.sh
+# ferry-build-hook vs Nix 2.8's own build-remote: the same derivation shape, same run, two fresh test hosts
+# (host1: ferry, host2: Nix), one fresh local store (a private mount namespace). As root.
+#
+#   MODE=closure  ~100 MB input closure: 10 paths of /usr/lib binaries (default)
+#   MODE=small    3000 small input paths (builtins.toFile), tiny output: per-path overhead
+#   MODE=big      300 MB in (one path of random bytes) / 300 MB out (the builder copies it)
+#
+# RUNS=N runs each tool N times, interleaved (ferry first on odd runs, Nix first on even ones), with fresh
+# inputs per run (a nonce in every path), and prints each time, the load average before it, and the medians.
+# Only the build of the already-instantiated .drv is timed (`nix-store --realise`): evaluation and adding
+# the inputs to the local store are not.
+# FERRY_ARGS=-v (or -vv) adds ferry's step lines to $B/ferry.err, each prefixed with the seconds since the
+# build started (a timeline of one offload).
+# Usage: [FERRY=path/to/ferry] [MODE=closure|small|big] [RUNS=3] [CODEC=auto|none|zstd:1] [FERRY_ARGS=-v]
+#        bench/nix_hook_vs_build_remote.sh
 set -e
 FERRY=${FERRY:-$(cd "$(dirname "$0")/.." && pwd)/build/ferry}
 HOOK=$(dirname $FERRY)/ferry-build-hook
-B=/tmp/fh-bench; export FERRY_ARGS
+MODE=${MODE:-closure}; RUNS=${RUNS:-1}
+B=/tmp/fh-bench-$MODE
 rm -rf $B; mkdir -p $B/local/nix $B/local/etc/nix $B/in
 $FERRY hosts up 2 $B/hosts > $B/hosts.out 2>&1 &
 UP=$!
+trap 'kill $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
 for i in $(seq 50); do [ -f $B/hosts/machines ] && break; sleep 0.2; done
 sleep 0.5
 printf 'substituters =\nsandbox = false\nbuild-users-group =\n' > $B/local/etc/nix/nix.conf
 printf 'state-dir = %s\ncodec = %s\n' $B/state ${CODEC:-auto} > $B/ferry.conf
-# ~100 MB of real binaries in 10 input paths
-n=0; total=0
-for f in $(find /usr/lib/x86_64-linux-gnu -maxdepth 1 -name '*.so*' -type f -size +100k -size -4M | sort); do
-  d=$B/in/p$((n % 10)); mkdir -p $d; cp $f $d/; n=$((n+1))
-  total=$((total + $(stat -c %s $f))); [ $total -gt 100000000 ] && break
-done
-echo "inputs: $n files, $total bytes in 10 paths"
-NONCE=$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
-mkexpr() { # $1 name
-  echo 'let p = i: builtins.path { path = '$B'/in/p${toString i}; name = "bench-in-${toString i}"; };'
-  echo 'in derivation { name = "'$1'-'$NONCE'"; system = "x86_64-linux"; builder = "/bin/sh";'
-  echo '  inputs = map p [0 1 2 3 4 5 6 7 8 9];'
-  echo '  args = [ "-c" "for i in $inputs; do /bin/cat $i/*; done | /usr/bin/wc -c > $out" ]; }'
+
+# Inputs for run $1 (a nonce in every path) and the expression of derivation $2 needing them.
+make_inputs() {
+  case $MODE in
+  closure)
+    if [ ! -d $B/in/p0 ]; then
+      n=0; total=0
+      for f in $(find /usr/lib/x86_64-linux-gnu -maxdepth 1 -name '*.so*' -type f -size +100k -size -4M | sort); do
+        d=$B/in/p$((n % 10)); mkdir -p $d; cp $f $d/; n=$((n+1))
+        total=$((total + $(stat -c %s $f))); [ $total -gt 100000000 ] && break
+      done
+      echo "inputs: $n files, $total bytes in 10 paths"
+    fi
+    for i in 0 1 2 3 4 5 6 7 8 9; do echo "$1" > $B/in/p$i/nonce; done ;;
+  big)
+    rm -rf $B/in/big; mkdir -p $B/in/big
+    { echo "$1"; head -c 300000000 /dev/urandom; } > $B/in/big/blob ;;
+  small) ;;
+  *) echo "MODE must be closure, small or big" >&2; exit 2 ;;
+  esac
 }
-mkexpr ferry > $B/ferry.nix; mkexpr nix > $B/nix.nix
+make_expr() { # $1 nonce, $2 derivation name
+  case $MODE in
+  closure)
+    echo 'let p = i: builtins.path { path = '$B'/in/p${toString i}; name = "bench-in-${toString i}-'$1'"; };'
+    echo 'in derivation { name = "'$2'-'$1'"; system = "x86_64-linux"; builder = "/bin/sh";'
+    echo '  inputs = map p [0 1 2 3 4 5 6 7 8 9];'
+    echo '  args = [ "-c" "for i in $inputs; do /bin/cat $i/*; done | /usr/bin/wc -c > $out" ]; }' ;;
+  small)
+    # 3000 paths: one env string would pass the kernel's 128 KiB limit, hence passAsFile.
+    echo 'let s = i: builtins.toFile "bench-s${toString i}" "'$1' ${toString i}\n";'
+    echo 'in derivation { name = "'$2'-'$1'"; system = "x86_64-linux"; builder = "/bin/sh";'
+    echo '  inputs = builtins.concatStringsSep "\n" (builtins.genList s 3000); passAsFile = [ "inputs" ];'
+    echo '  args = [ "-c" "/usr/bin/xargs /bin/cat < $inputsPath | /usr/bin/wc -l > $out" ]; }' ;;
+  big)
+    echo 'let big = builtins.path { path = '$B'/in/big; name = "bench-big-'$1'"; };'
+    echo 'in derivation { name = "'$2'-'$1'"; system = "x86_64-linux"; builder = "/bin/sh";'
+    echo '  inherit big; args = [ "-c" "/bin/cp $big/blob $out" ]; }' ;;
+  esac
+}
+
 L1=$(sed -n 1p $B/hosts/machines)
-unshare -m --propagation private sh -c "
- mount --bind $B/local/nix /nix && mount --bind $B/local/etc/nix /etc/nix
- nix-instantiate $B/ferry.nix >/dev/null; nix-instantiate $B/nix.nix > /dev/null
- nix-store -r \$(nix-instantiate $B/ferry.nix) --dry-run 2>/dev/null || true
- s=\$(date +%s.%N)
- FERRY_CONFIG=$B/ferry.conf nix-build $B/ferry.nix --no-out-link --max-jobs 0 --option build-hook $HOOK --builders '$L1' $FERRY_ARGS 2>&1 >$B/ferry.out | cat > $B/ferry.err
- e=\$(date +%s.%N); echo ferry-build-hook: \$(echo \"\$e - \$s\" | bc) s
- s=\$(date +%s.%N)
- NIX_SSHOPTS='-F $B/hosts/ssh_config' nix-build $B/nix.nix --no-out-link --max-jobs 0 --builders 'ssh://host2 x86_64-linux' > $B/nix.out 2>$B/nix.err
- e=\$(date +%s.%N); echo nix build-remote: \$(echo \"\$e - \$s\" | bc) s
-"
-cat $B/ferry.out $B/nix.out
-kill $UP; wait $UP || true
+cat > $B/run.sh <<EOF
+set -e
+mount --bind $B/local/nix /nix && mount --bind $B/local/etc/nix /etc/nix
+ferry() {
+  s=\$(date +%s.%N)
+  FERRY_CONFIG=$B/ferry.conf nix-store --realise \$1 --max-jobs 0 --option build-hook $HOOK --builders '$L1' \$FERRY_ARGS 2>&1 >$B/ferry.out |
+    grep --line-buffered -v '^@nix {\"action\":\"result\"' | while IFS= read -r l; do echo "\$(echo "\$(date +%s.%N) - \$s" | bc) \$l"; done > $B/ferry.err
+  e=\$(date +%s.%N); echo "\$e - \$s" | bc >> $B/ferry.times
+}
+nix() {
+  s=\$(date +%s.%N)
+  NIX_SSHOPTS='-F $B/hosts/ssh_config' nix-store --realise \$1 --max-jobs 0 --builders 'ssh://host2 x86_64-linux' > $B/nix.out 2>$B/nix.err
+  e=\$(date +%s.%N); echo "\$e - \$s" | bc >> $B/nix.times
+}
+for r in \$(seq $RUNS); do
+  nonce=\$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
+  . $B/functions.sh; make_inputs \$nonce
+  make_expr \$nonce ferry > $B/ferry.nix; make_expr \$nonce nix > $B/nix.nix
+  fd=\$(nix-instantiate $B/ferry.nix 2>/dev/null); nd=\$(nix-instantiate $B/nix.nix 2>/dev/null)
+  load=\$(cut -d' ' -f1-3 /proc/loadavg)
+  if [ \$((r % 2)) = 1 ]; then ferry \$fd; nix \$nd; else nix \$nd; ferry \$fd; fi
+  echo "run \$r (load before: \$load): ferry-build-hook \$(tail -1 $B/ferry.times) s, nix build-remote \$(tail -1 $B/nix.times) s"
+  [ -s $B/ferry.out ] || { echo "ferry's build failed:"; tail -5 $B/ferry.err; exit 1; }
+  [ -s $B/nix.out ] || { echo "Nix's build failed:"; tail -5 $B/nix.err; exit 1; }
+done
+EOF
+# The inner script (in the mount namespace) needs the two functions above.
+sed -n '/^make_inputs() {/,/^}/p;/^make_expr() {/,/^}/p' "$0" > $B/functions.sh
+sed -i "1i B=$B; MODE=$MODE" $B/functions.sh
+FERRY_ARGS="$FERRY_ARGS" unshare -m --propagation private sh $B/run.sh
+median() { sort -n $1 | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+mf=$(median $B/ferry.times); mn=$(median $B/nix.times)
+echo "MODE=$MODE RUNS=$RUNS: median ferry-build-hook $mf s, nix build-remote $mn s, ratio $(echo "scale=2; $mf / $mn" | bc)"

@@ -54,6 +54,7 @@ summary summarize(const row& r) {
         }
     }
     if (!m.bottleneck.empty()) s.bottleneck = m.bottleneck;
+    s.level_changes = m.level_changes;
     return s;
 }
 
@@ -89,6 +90,13 @@ nlohmann::json to_json(const bench_result& r, const std::string& ferry_version) 
                      {"bottleneck", s.bottleneck},
                      {"chosen", row.chosen.empty() ? row.codec : row.chosen}};
         if (!row.auto_reason.empty()) item["auto_reason"] = row.auto_reason;
+        if (!s.level_changes.empty()) {
+            json changes = json::array();
+            for (const auto& c : s.level_changes)
+                changes.push_back({{"at_seconds", round3(c.at_seconds)}, {"stream", c.stream}, {"from", c.from},
+                                   {"to", c.to}});
+            item["level_changes"] = std::move(changes);
+        }
         doc["results"].push_back(std::move(item));
     }
     if (r.compare) {
@@ -124,8 +132,14 @@ std::string format_table(const bench_result& r) {
                            s.min_seconds, s.max_seconds, s.closure_mb_s, s.wire_mb_s, s.ratio, s.cpu_percent,
                            s.bottleneck, stages);
     }
-    for (const auto& row : r.rows)
+    for (const auto& row : r.rows) {
         if (!row.auto_reason.empty()) out += fmt::format("auto ({}): {}\n", row.direction, row.auto_reason);
+        std::string steps;
+        for (const auto& c : summarize(row).level_changes)
+            steps += fmt::format("{}{}->{} at {:.1f} s{}", steps.empty() ? "" : ", ", c.from, c.to, c.at_seconds,
+                                 c.stream ? fmt::format(" (stream {})", c.stream) : "");
+        if (!steps.empty()) out += fmt::format("zstd level ({} {}): {}\n", row.chosen, row.direction, steps);
+    }
     if (r.compare) {
         out += fmt::format("\n{}: median {:.2f} s over {} run(s); ferry {} send {:.2f} s: ferry is {:.2f}x {}\n",
                            r.compare->tool, median(r.compare->runs), r.compare->runs.size(), r.compare->vs_codec,

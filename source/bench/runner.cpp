@@ -17,7 +17,7 @@
 #include <asio/use_future.hpp>
 #include <fmt/format.h>
 
-#include "ferry/bench/auto_probe.hpp"
+#include "ferry/transfer/auto_probe.hpp"
 #include "ferry/codec/codec_spec.hpp"
 #include "ferry/io/child_process.hpp"
 #include "ferry/io/errors.hpp"
@@ -162,6 +162,8 @@ run_figures figures_of(const transfer::transfer_report& rep, double cpu) {
         f.stages.push_back({st.name, st.bytes_out ? st.bytes_out : st.bytes_in,
                             std::chrono::duration<double>(st.busy).count()});
     f.bottleneck = rep.bottleneck();
+    for (const auto& c : rep.level_changes)
+        f.level_changes.push_back({std::chrono::duration<double>(c.at).count(), c.stream, c.from, c.to});
     return f;
 }
 
@@ -199,7 +201,7 @@ public:
                 codec::codec_spec use = spec;
                 if (spec.is_auto()) {
                     status(fmt::format("{} auto: probing the link and the codecs", dir));
-                    auto choice = co_await probe_and_choose(*session_, paths_);
+                    auto choice = co_await transfer::probe_and_choose(*session_, paths_);
                     use = choice.spec;
                     r.auto_reason = choice.reason;
                 }
@@ -210,7 +212,8 @@ public:
                     // Named results, no co_await inside ?: (g++ 12 miscompiles temporaries there).
                     run_figures f;
                     if (dir == "send") {
-                        f = co_await send_run(use, label);
+                        const bool adapt = spec.is_auto();  // auto -> zstd adjusts its level while streaming
+                        f = co_await send_run(use, label, adapt);
                     } else {
                         f = co_await receive_run(use, label);
                     }
@@ -304,7 +307,7 @@ private:
         co_return missing;
     }
 
-    asio::awaitable<run_figures> send_run(codec::codec_spec spec, const std::string& label) {
+    asio::awaitable<run_figures> send_run(codec::codec_spec spec, const std::string& label, bool adapt) {
         co_await reset_remote();
         auto missing = co_await remote_missing();
         transfer::send_options so;
@@ -313,6 +316,7 @@ private:
         so.server_version = server_version_;
         so.pool = &pool_;
         so.on_progress = progress_for(label);
+        if (adapt) so.adjust_level = transfer::adaptive_zstd_level();
         double cpu = cpu_seconds_now();
         auto rep = co_await transfer::send_paths(*session_, *db_, missing, so);
         co_return figures_of(rep, cpu_seconds_now() - cpu);

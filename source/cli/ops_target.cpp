@@ -8,10 +8,12 @@
 #include <regex>
 
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "ferry/hook/offload.hpp"
 #include "ferry/machines/ferry_conf.hpp"
 #include "ferry/machines/locate.hpp"
+#include "ferry/ssh/ssh_options.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::cli {
@@ -29,7 +31,8 @@ std::string local_system() {
     return std::string(u.machine) + "-" + kernel;
 }
 
-ops_target make_target(const machines::machine& m, const machines::ferry_conf& conf) {
+ops_target make_target(const machines::machine& m, const machines::ferry_conf& conf,
+                       const ssh::ssh_command_options& nix_sshopts) {
     ops_target t;
     bool guix = m.kind == machines::flavour::guix;
     // What the daemon shows ("building X on 'ssh://...'"), Guix's `name`.
@@ -40,6 +43,7 @@ ops_target make_target(const machines::machine& m, const machines::ferry_conf& c
     // Exactly as the hook reaches the machine, so that a pass means the hook can too.
     t.ssh = hook::session_options_for(m, settings.connect_timeout);
     t.ssh.keepalive_interval = settings.keepalive_interval;
+    if (!guix) ssh::apply_ssh_command_options(nix_sshopts, t.ssh);
     try {
         t.codec = codec::parse_codec_spec(settings.codec);
     } catch (const failure& f) {
@@ -83,9 +87,12 @@ ops_selection select_targets(const fs::path& file, const std::string& regex) {
     if (guix) default_state = env.get("GUIX_STATE_DIRECTORY").value_or("/var/guix");
     auto conf = machines::load_ferry_conf(env, default_state);
     sel.state_dir = conf.global().state_dir;
+    auto nix_sshopts = ssh::parse_ssh_command_options(env.get("NIX_SSHOPTS").value_or(""));
+    if (!guix && !nix_sshopts.ignored.empty())
+        sel.warnings.push_back(fmt::format("NIX_SSHOPTS: ignored: {}", fmt::join(nix_sshopts.ignored, "; ")));
 
     for (const auto& m : all) {
-        ops_target t = make_target(m, conf);
+        ops_target t = make_target(m, conf, nix_sshopts);
         if (filter && !std::regex_search(t.name, *filter)) continue;
         sel.targets.push_back(std::move(t));
     }
@@ -101,6 +108,7 @@ std::optional<ops_selection> select_targets_or_report(std::string_view command, 
         fmt::print(stderr, "ferry {}: {}\n", command, f.what());
         return std::nullopt;
     }
+    for (const auto& w : sel.warnings) fmt::print(stderr, "ferry {}: warning: {}\n", command, w);
     if (sel.targets.empty()) {
         fmt::print(stderr, "ferry {}: no machine in {}{}\n", command, sel.file.string(),
                    regex.empty() ? "" : fmt::format(" matches '{}'", regex));

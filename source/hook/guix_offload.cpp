@@ -26,6 +26,7 @@
 #include "ferry/store/database.hpp"
 #include "ferry/store/gc_protect.hpp"
 #include "ferry/store/importer.hpp"
+#include "ferry/store/temp_sweep.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::hook {
@@ -265,6 +266,7 @@ asio::awaitable<int> front_end::offload_async(const protocol::guix_build_request
                 auto config = store::store_config::make(store::store_flavour::guix, env_.store_dir, env_.state_dir);
                 config.database_path = (env_.database_dir / "db.sqlite").string();
                 store::store_database db(config);
+                store::sweep_dead_import_temporaries(db);  // what a killed offload left
                 store::temp_roots roots(config);
                 store::import_options io_opts;
                 io_opts.locked_by_caller = std::set<std::string>(paths.outputs.begin(), paths.outputs.end());

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,7 @@
 #include <asio/io_context.hpp>
 #include <asio/use_future.hpp>
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "ferry/codec/codec_spec.hpp"
 #include "ferry/hook/offload.hpp"
@@ -29,6 +31,8 @@
 #include "ferry/machines/nix_machines.hpp"
 #include "ferry/protocol/nix_hook.hpp"
 #include "ferry/protocol/nix_log.hpp"
+#include "ferry/ssh/ssh_options.hpp"
+#include "ferry/store/derivation.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::hook {
@@ -36,6 +40,7 @@ namespace ferry::hook {
 nix_hook_environment nix_hook_environment::from(const getenv_fn& getenv) {
     nix_hook_environment env;
     if (const char* v = getenv("FERRY_CONFIG"); v && *v) env.ferry_config = v;
+    if (const char* v = getenv("NIX_SSHOPTS"); v && *v) env.nix_sshopts = v;
     return env;
 }
 
@@ -165,6 +170,40 @@ std::string join_words(const std::vector<std::string>& words) {
     return s;
 }
 
+// Why ferry cannot offload this derivation, or "" when it can. ferry needs every
+// output path before the build (it roots and fetches them by path), which
+// floating content-addressed (`__contentAddressed`), impure and deferred outputs
+// (those depending on CA derivations) do not have: their .drv gives an empty
+// path. A .drv that cannot be read or parsed here is left to the offload, which
+// names the problem.
+std::string unsupported_derivation(const std::string& drv_path) {
+    std::ifstream in(drv_path, std::ios::binary);
+    if (!in) return {};
+    char buf[65536];
+    std::string text;
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+        text.append(buf, static_cast<std::size_t>(in.gcount()));
+        if (text.size() > (64u << 20)) return {};
+    }
+    store::derivation drv;
+    try {
+        drv = store::parse_derivation(text, drv_path);
+    } catch (const std::exception&) {
+        return {};
+    }
+    for (const auto& o : drv.outputs) {
+        if (!o.path.empty()) continue;
+        std::string kind = o.hash_algo.empty()
+                               ? "has no path yet (it depends on content-addressed derivations)"
+                               : fmt::format("is content-addressed ({}): its path is known only after the build",
+                                             o.hash_algo);
+        return fmt::format("ferry: not offloading '{}': output '{}' {}; ferry needs every output path before "
+                           "the build",
+                           drv_path, o.name, kind);
+    }
+    return {};
+}
+
 bool fd_open(int fd) {
     struct stat st;
     return fd >= 0 && ::fstat(fd, &st) == 0;
@@ -194,6 +233,7 @@ private:
     std::optional<nix_reporter> out_;
     std::optional<io::fd_writer> log_;
     machines::ferry_conf conf_;
+    ssh::ssh_command_options sshopts_;
     protocol::nix_settings settings_;
     asio::io_context io_;
 };
@@ -205,9 +245,11 @@ offload_settings nix_front_end::settings_for(const std::string& machine) const {
     s.probe_deadline = c.probe_deadline;
     s.probe_cache_ttl = c.probe_cache;
     s.connect_timeout = c.connect_timeout;
+    s.keepalive_interval = c.keepalive_interval;
     s.min_free_bytes = c.min_free_space;
     s.codec = codec::parse_codec_spec(c.codec);
     s.daemon = schedule::daemon_kind::nix;
+    s.ssh_command_options = sshopts_;
     return s;
 }
 
@@ -247,6 +289,9 @@ int nix_front_end::run() {
         return 1;
     }
     out_.emplace(fds_.err, verbosity_, decision_level);
+    sshopts_ = ssh::parse_ssh_command_options(env_.nix_sshopts);
+    if (!sshopts_.ignored.empty())
+        out_->msg(log_level::talkative, fmt::format("ferry: NIX_SSHOPTS: ignored: {}", fmt::join(sshopts_.ignored, "; ")));
 
     request_reader reader(fds_.in);
     try {
@@ -277,6 +322,19 @@ int nix_front_end::run() {
             auto request = std::get<protocol::nix_build_request>(std::move(msg));
             offload_request r{request.platform, request.drv_path, request.required_features,
                               settings_.can_build_locally(request)};
+            if (auto why = unsupported_derivation(request.drv_path); !why.empty()) {
+                // Not can_build_locally: the daemon adds "ca-derivations" to the required
+                // features, which the preamble's system-features may not list, yet it
+                // builds them. With max-jobs 0 it cannot build anything itself.
+                const bool no_local_builds = settings_.get("max-jobs").value_or("1") == "0";
+                out_->msg(log_level::warn,
+                          why + (no_local_builds ? "; declined, but the daemon has max-jobs = 0 and cannot build it "
+                                                   "either: allow local builds for it"
+                                                 : "; declined: the daemon builds it itself"));
+                out_->raw(protocol::encode_nix_reply(protocol::hook_reply::decline));
+                reader.reply(protocol::hook_reply::decline);
+                continue;
+            }
             machine_choice choice;
             try {
                 choice = run_on(io_, choose_machine(machines, r, settings_for("")));
@@ -328,6 +386,7 @@ int nix_front_end::offload(const machines::machine& m, machine_choice& choice,
     job.build_timeout = settings_.build_timeout();
     job.max_log_size = settings_.max_log_size();
     job.keep_failed = settings_.keep_failed();
+    job.builders_use_substitutes = settings_.builders_use_substitutes();
 
     nix_reporter& out = *out_;
     std::optional<progress_activity> copy;

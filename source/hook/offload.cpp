@@ -20,10 +20,13 @@
 #include "ferry/io/deadline.hpp"
 #include "ferry/remote/build_machine.hpp"
 #include "ferry/remote/command.hpp"
+#include "ferry/schedule/state.hpp"
+#include "ferry/schedule/upload_lock.hpp"
 #include "ferry/ssh/quote.hpp"
 #include "ferry/store/database.hpp"
 #include "ferry/store/derivation.hpp"
 #include "ferry/store/gc_protect.hpp"
+#include "ferry/store/temp_sweep.hpp"
 #include "ferry/transfer/receive.hpp"
 #include "ferry/transfer/send.hpp"
 #include "ferry/util/error.hpp"
@@ -41,6 +44,13 @@ ssh::session_options session_options_for(const machines::machine& m, std::chrono
     if (m.identity) o.identity = *m.identity;
     o.host_key = m.host_key;  // empty: known_hosts (the ssh layer never accepts any key)
     o.connect_timeout = connect_timeout;
+    return o;
+}
+
+ssh::session_options session_options_for(const machines::machine& m, const offload_settings& settings) {
+    auto o = session_options_for(m, settings.connect_timeout);
+    o.keepalive_interval = settings.keepalive_interval;
+    ssh::apply_ssh_command_options(settings.ssh_command_options, o);
     return o;
 }
 
@@ -107,7 +117,7 @@ asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machi
         for (std::size_t c = 0; c < candidates.size(); ++c) by_key[schedule::machine_key(candidates[c])] = index[c];
         auto sessions = std::make_shared<std::map<std::size_t, std::shared_ptr<ssh::session>>>();
         auto timeout = settings.connect_timeout;
-        schedule::run_remote_fn run = [&machines, by_key, timeout, sessions](const schedule::machine& m,
+        schedule::run_remote_fn run = [&machines, &settings, by_key, timeout, sessions](const schedule::machine& m,
                                                                               const std::string& command)
             -> asio::awaitable<schedule::remote_result> {
             const std::size_t i = by_key.at(schedule::machine_key(m));
@@ -115,7 +125,7 @@ asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machi
             schedule::remote_result r;
             std::shared_ptr<ssh::session> session;
             try {
-                session = std::make_shared<ssh::session>(co_await ssh::session::connect(session_options_for(mm, timeout)));
+                session = std::make_shared<ssh::session>(co_await ssh::session::connect(session_options_for(mm, settings)));
             } catch (const failure& e) {
                 r.error = e.code();
                 r.message = e.what();
@@ -171,6 +181,10 @@ asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machi
             join(request.required_features, ","), machines.size(), machines.size() == 1 ? "" : "s",
             candidates.size(), facts.unreachable,
             request.can_build_locally ? "; the daemon can build it locally" : "");
+        // Name every host that is down and why: a postponement is never silent.
+        std::vector<std::string> names;
+        for (auto i : index) names.push_back(machine_uri(machines[i]));
+        if (auto down = schedule::unreachable_summary(sel, names); !down.empty()) choice.summary += " (" + down + ")";
     }
     co_return choice;
 }
@@ -223,6 +237,30 @@ std::string read_text_file(const std::string& path) {
     return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// The machine's own record of each output (QueryPathInfos): what arrives is
+// checked against it (an export bundle carries no hash), and an output the build
+// did not leave valid there is named before any export runs.
+asio::awaitable<std::map<std::string, store::path_info>> remote_output_infos(remote::nix_build_machine& m,
+                                                                             const std::vector<std::string>& outputs,
+                                                                             const std::string& uri) {
+    auto reported = co_await m.control().query_path_infos(outputs);
+    std::map<std::string, store::path_info> infos;
+    for (auto& r : reported) {
+        store::path_info p;
+        p.path = r.path;
+        p.nar_hash = r.nar_hash;
+        p.nar_size = r.nar_size;
+        p.deriver = r.deriver;
+        p.references = std::move(r.references);
+        infos.emplace(r.path, std::move(p));
+    }
+    for (const auto& o : outputs)
+        if (!infos.count(o))
+            throw failure(errc::remote_failed,
+                          fmt::format("receiving outputs: {} is not valid on {} after its build", o, uri));
+    co_return infos;
+}
+
 struct offload_run {
     offload_job job;
     offload_settings settings;
@@ -249,7 +287,7 @@ asio::awaitable<void> offload_run::run() {
     std::shared_ptr<ssh::session> kept = std::move(job.session);
     if (!kept || !kept->is_open())
         kept = std::make_shared<ssh::session>(
-            co_await ssh::session::connect(session_options_for(job.machine, settings.connect_timeout)));
+            co_await ssh::session::connect(session_options_for(job.machine, settings)));
     ssh::session& session = *kept;
     remote::nix_remote_options ro;
     if (job.machine.remote_program) ro.remote_program = *job.machine.remote_program;
@@ -271,7 +309,7 @@ asio::awaitable<void> offload_run::run() {
     if (machine->roots().active()) {
         // The connection died before the roots could go: one more try on a fresh one.
         auto dir = machine->roots().directory();
-        auto r = co_await remote::run_command(session_options_for(job.machine, settings.connect_timeout),
+        auto r = co_await remote::run_command(session_options_for(job.machine, settings),
                                               "rm -rf " + ssh::shell_quote(dir), std::chrono::seconds(15));
         if (r.ok())
             say(log_level::talkative, fmt::format("ferry: removed the GC roots {} on {} over a new connection", dir, uri));
@@ -290,7 +328,20 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
 
     // 2. inputs: protect first, then ask, then send what is missing.
     co_await m.protect(job.inputs);
-    auto missing = co_await m.missing_paths(job.inputs);
+    auto missing = co_await m.missing_paths(job.inputs, job.builders_use_substitutes);
+    if (job.builders_use_substitutes)
+        say(log_level::talkative, fmt::format("ferry: {} substituted what it could (builders-use-substitutes); "
+                                              "{} of {} inputs still missing",
+                                              uri, missing.size(), job.inputs.size()));
+    // Another hook may be sending the same paths to this machine right now: take
+    // the machine's upload lock (released before the build), then ask again.
+    schedule::upload_lock upload;
+    if (!missing.empty() && !settings.state_dir.empty()) {
+        const auto target = schedule_machine_for(job.machine);
+        upload = co_await schedule::acquire_upload_lock(settings.state_dir, target, job.drv_path);
+        if (upload.contended()) say(log_level::info, schedule::describe_wait(upload, uri));
+        missing = co_await m.missing_paths(job.inputs);
+    }
     std::uint64_t missing_bytes = 0;
     for (const auto& p : missing)
         if (auto info = db.query_path_info(p)) missing_bytes += info->nar_size;
@@ -306,12 +357,17 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         so.server_version = m.control().server_version();
         if (events.progress)
             so.on_progress = [this](const transfer::progress& p) { events.progress(offload_events::phase::send, p); };
-        outcome.sent = co_await transfer::send_paths(s, db, missing, so);
+        try {  // the layers below name host and command; the step is said here
+            outcome.sent = co_await transfer::send_paths(s, db, missing, so);
+        } catch (const failure& e) {
+            throw failure(e.code(), fmt::format("sending inputs: {}", e.what()));
+        }
         end(offload_events::phase::send);
         say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s", outcome.sent.paths,
                                               megabytes(outcome.sent.nar_bytes), megabytes(outcome.sent.wire_bytes),
                                               outcome.sent.seconds()));
     }
+    upload.release();  // the next hook's upload to this machine may start
 
     // 3. build, under ferry's own watchdog.
     remote::build_request req;
@@ -342,7 +398,13 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         outcome.message = fmt::format("build of '{}' on '{}' {} (killed by ferry)", job.drv_path, uri, wd.why);
         co_return;
     }
-    if (build_error) std::rethrow_exception(build_error);
+    if (build_error) {
+        try {  // as for the transfers: the layers below name host and command, the step is said here
+            std::rethrow_exception(build_error);
+        } catch (const failure& e) {
+            throw failure(e.code(), fmt::format("building: {}", e.what()));
+        }
+    }
     if (!serve::succeeded(result.status)) {
         outcome.exit_code = serve::hook_exit_code(result.status);
         outcome.message = fmt::format("build of '{}' on '{}' failed: {}{}", job.drv_path, uri,
@@ -365,16 +427,25 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
     if (!wanted.empty()) {
         co_await m.protect(wanted);
         start(offload_events::phase::receive, wanted.size(), 0);
+        // A hook killed mid-import left its temporary: sweep it before adding ours.
+        if (auto swept = store::sweep_dead_import_temporaries(db); swept.temporaries)
+            say(log_level::talkative, fmt::format("ferry: removed {} import temporaries of killed processes",
+                                                  swept.temporaries));
         store::temp_roots roots(config);
         transfer::receive_options ro;
         ro.codec = codec;
         ro.remote = m.options();
         ro.locked_by_caller.insert(wanted.begin(), wanted.end());
+        ro.expected = co_await remote_output_infos(m, wanted, uri);
         if (events.progress)
             ro.on_progress = [this](const transfer::progress& p) {
                 events.progress(offload_events::phase::receive, p);
             };
-        outcome.received = co_await transfer::receive_paths(s, db, roots, wanted, ro);
+        try {
+            outcome.received = co_await transfer::receive_paths(s, db, roots, wanted, ro);
+        } catch (const failure& e) {
+            throw failure(e.code(), fmt::format("receiving outputs: {}", e.what()));
+        }
         end(offload_events::phase::receive);
         say(log_level::talkative,
             fmt::format("ferry: received {} paths, {} ({} on the wire) in {:.2f} s", outcome.received.paths,
@@ -405,6 +476,10 @@ asio::awaitable<offload_outcome> offload_to_nix_machine(offload_job job, offload
         r.outcome.exit_code = 1;
         r.outcome.message = fmt::format("offload of '{}' to '{}' failed: {}", r.job.drv_path,
                                         machine_uri(r.job.machine), failure_text);
+        // The machine may not be what its cached probe says any more (a full disk):
+        // the next decision probes it afresh.
+        if (!r.settings.state_dir.empty())
+            schedule::probe_cache(r.settings.state_dir).forget(schedule_machine_for(r.job.machine));
     }
     co_return std::move(r.outcome);
 }

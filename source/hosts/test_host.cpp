@@ -192,6 +192,12 @@ void test_host::launch() {
     // minute on a stale pyenv lock). An empty file is bound over it inside the host.
     std::string empty_rc = (dir / "empty-shell-rc").string();
     { std::ofstream touch(empty_rc); }
+    std::string absent = (dir / "absent-program").string();  // 0644, empty: what hidden programs become
+    { std::ofstream touch(absent); }
+    std::vector<const char*> hidden;
+    for (const auto& p : options_.hidden_programs) hidden.push_back(p.c_str());
+    const std::uint64_t tmpfs_bytes = options_.store_tmpfs_bytes;
+    std::string tmpfs_options = fmt::format("size={},mode=1775", tmpfs_bytes);
     const char* sshd_argv[] = {sshd_binary, "-D", "-f", config.c_str(), "-E", log.c_str(), nullptr};
     int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -236,7 +242,11 @@ void test_host::launch() {
         if (::mount(nix_source.c_str(), "/nix", nullptr, MS_BIND, nullptr) != 0) child_fail("bind over /nix");
         if (::mount(etc_source.c_str(), "/etc/nix", nullptr, MS_BIND, nullptr) != 0)
             child_fail("bind over /etc/nix");
+        if (tmpfs_bytes && ::mount("tmpfs", "/nix/store", "tmpfs", 0, tmpfs_options.c_str()) != 0)
+            child_fail("tmpfs over /nix/store");
         if (::access("/root/.bashrc", F_OK) == 0) ::mount(empty_rc.c_str(), "/root/.bashrc", nullptr, MS_BIND, nullptr);
+        for (const char* program : hidden)
+            if (::mount(absent.c_str(), program, nullptr, MS_BIND, nullptr) != 0) child_fail("hiding a program");
         ::prctl(PR_SET_CHILD_SUBREAPER, 1);
         int keep = pid_pipe[1];
         ::close_range(3, static_cast<unsigned>(keep - 1), 0);
@@ -350,6 +360,16 @@ int test_host::run(const std::string& command, std::string* out, std::string* er
 
 void test_host::wipe_store() {
     const fs::path root = store_root();
+    if (options_.store_tmpfs_bytes) {
+        // The tmpfs is mounted inside the namespace: empty it from there, keep the mount.
+        if (run("exec /usr/bin/find /nix/store -mindepth 1 -maxdepth 1 -exec /bin/rm -rf {} +") != 0)
+            throw failure(errc::remote_failed, fmt::format("test host {}: emptying its tmpfs /nix/store", name()));
+        std::error_code ec;
+        fs::remove_all(root / "var", ec);
+        if (ec) throw failure(ec, fmt::format("test host {}: wiping {}", name(), (root / "var").string()));
+        fs::create_directories(root / "var");
+        return;
+    }
     // Only the contents: DIR/nix itself is what the namespace has bound over /nix.
     for (const char* sub : {"store", "var"}) {
         std::error_code ec;

@@ -18,12 +18,22 @@ asio::awaitable<std::unique_ptr<nix_build_machine>> nix_build_machine::open(ssh:
 }
 
 asio::awaitable<void> nix_build_machine::protect(const std::vector<std::string>& paths) {
-    if (!roots_.active()) roots_ = co_await remote_roots::create(*session_, options_);
-    co_await roots_.add(paths);
+    // Temp roots of the serve process (QueryValidPaths with lock = 1: nix-store
+    // --serve --write calls addTempRoot for every path named, valid yet or not).
+    // They hold as long as the control connection, i.e. until finish() — and go
+    // with it however the offload ends. One round trip, where a symlink root per
+    // path cost the machine a fork of `ln` per path (3000 inputs: ~7 s).
+    if (paths.empty()) co_return;
+    co_await control_.query_valid_paths(paths, /*lock=*/true, /*substitute=*/false);
 }
 
 asio::awaitable<std::vector<std::string>> nix_build_machine::missing_paths(const std::vector<std::string>& paths) {
     co_return co_await control_.query_missing(paths);
+}
+
+asio::awaitable<std::vector<std::string>> nix_build_machine::missing_paths(const std::vector<std::string>& paths,
+                                                                           bool substitute) {
+    co_return co_await control_.query_missing(paths, substitute);
 }
 
 asio::awaitable<protocol::serve::build_result> nix_build_machine::build(build_request request, log_sink log) {

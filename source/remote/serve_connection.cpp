@@ -134,8 +134,9 @@ asio::awaitable<std::vector<std::string>> serve_connection::query_valid_paths(co
         });
 }
 
-asio::awaitable<std::vector<std::string>> serve_connection::query_missing(const std::vector<std::string>& paths) {
-    auto valid = co_await query_valid_paths(paths);
+asio::awaitable<std::vector<std::string>> serve_connection::query_missing(const std::vector<std::string>& paths,
+                                                                          bool substitute) {
+    auto valid = co_await query_valid_paths(paths, false, substitute);
     std::set<std::string> have(valid.begin(), valid.end());
     std::vector<std::string> missing;
     for (const auto& p : paths)

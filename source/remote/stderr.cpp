@@ -32,7 +32,10 @@ std::string stderr_tail::quote() const {
         start = nl;
     }
     if (start < t.size() && t[start] == '\n') ++start;
-    return "; remote stderr: " + t.substr(start);
+    // The failure an operator must act on at once, said plainly (ENOSPC's text, as
+    // Nix and coreutils print it, is otherwise buried in the quoted lines).
+    std::string why = t.find("No space left on device") != std::string::npos ? "; disk full on the remote machine" : "";
+    return why + "; remote stderr: " + t.substr(start);
 }
 
 asio::awaitable<void> pump_stderr(ssh::channel& ch, stderr_tail& tail, log_sink sink) {

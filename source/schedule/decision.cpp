@@ -8,7 +8,8 @@ hook_reply decide(const decision_facts& f) noexcept {
     if (f.daemon == daemon_kind::nix && f.configured == 0) return hook_reply::decline_permanently;
     if (f.chosen) return hook_reply::accept;
     if (f.candidates == 0) return hook_reply::decline;
-    if (f.daemon == daemon_kind::guix) return hook_reply::postpone;
+    if (f.daemon == daemon_kind::guix)
+        return f.unreachable >= f.candidates && f.can_build_locally ? hook_reply::decline : hook_reply::postpone;
     if (f.unreachable >= f.candidates) return hook_reply::decline;
     return f.can_build_locally ? hook_reply::decline : hook_reply::postpone;
 }

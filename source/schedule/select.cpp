@@ -46,6 +46,18 @@ std::size_t selection::unreachable() const noexcept {
     }));
 }
 
+std::string unreachable_summary(const selection& s, const std::vector<std::string>& names) {
+    std::string text;
+    for (std::size_t i = 0; i < s.reports.size() && i < names.size(); ++i) {
+        const auto& r = s.reports[i];
+        if (r.status != machine_status::unreachable && r.status != machine_status::backed_off) continue;
+        if (!text.empty()) text += "; ";
+        text += fmt::format("{}: {}", names[i], r.message.empty() ? std::string(to_string(r.status)) : r.message);
+        if (r.status == machine_status::backed_off) text += " (backed off)";
+    }
+    return text;
+}
+
 decision_facts facts_for(daemon_kind daemon, std::size_t configured, const selection& s,
                          bool can_build_locally) noexcept {
     decision_facts f;

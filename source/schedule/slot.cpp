@@ -66,14 +66,11 @@ namespace {
                   fmt::format("{}: {}", what, std::strerror(err)));
 }
 
-fs::path prepare_directory(const fs::path& state_dir, const machine& m) {
-    if (m.max_jobs == 0)
-        throw failure(errc::bad_input, fmt::format("machine {}: max-jobs is 0", m.name));
-    fs::path dir = slot_directory(state_dir, m);
+void prepare_directory(const fs::path& dir, unsigned count) {
+    if (count == 0) throw failure(errc::bad_input, fmt::format("{}: no lock files (max-jobs is 0)", dir.string()));
     std::error_code ec;
     fs::create_directories(dir, ec);
-    if (ec) throw failure(ec, fmt::format("creating slot directory {}: {}", dir.string(), ec.message()));
-    return dir;
+    if (ec) throw failure(ec, fmt::format("creating lock directory {}: {}", dir.string(), ec.message()));
 }
 
 int open_slot_file(const fs::path& file) {
@@ -117,8 +114,19 @@ struct slot_files {
 }  // namespace
 
 std::optional<slot> try_acquire_slot(const fs::path& state_dir, const machine& m) {
-    fs::path dir = prepare_directory(state_dir, m);
-    for (unsigned i = 0; i < m.max_jobs; ++i) {
+    if (m.max_jobs == 0) throw failure(errc::bad_input, fmt::format("machine {}: max-jobs is 0", m.name));
+    return try_lock_any(slot_directory(state_dir, m), m.max_jobs);
+}
+
+asio::awaitable<slot> acquire_slot(const fs::path& state_dir, const machine& m, slot_wait_options options) {
+    if (m.max_jobs == 0) throw failure(errc::bad_input, fmt::format("machine {}: max-jobs is 0", m.name));
+    fs::path dir = slot_directory(state_dir, m);
+    co_return co_await lock_any(dir, m.max_jobs, options);
+}
+
+std::optional<slot> try_lock_any(const fs::path& dir, unsigned count) {
+    prepare_directory(dir, count);
+    for (unsigned i = 0; i < count; ++i) {
         fs::path file = dir / std::to_string(i);
         int fd = open_slot_file(file);
         bool locked = false;
@@ -134,11 +142,10 @@ std::optional<slot> try_acquire_slot(const fs::path& state_dir, const machine& m
     return std::nullopt;
 }
 
-asio::awaitable<slot> acquire_slot(const fs::path& state_dir, const machine& m,
-                                   slot_wait_options options) {
+asio::awaitable<slot> lock_any(const fs::path& dir, unsigned count, slot_wait_options options) {
     using namespace asio::experimental::awaitable_operators;
     auto executor = co_await asio::this_coro::executor;
-    fs::path dir = prepare_directory(state_dir, m);
+    prepare_directory(dir, count);
 
     // Watch before the first try: a release between a failed try and the wait
     // is then queued in the inotify descriptor, never lost.
@@ -151,13 +158,13 @@ asio::awaitable<slot> acquire_slot(const fs::path& state_dir, const machine& m,
     }
 
     slot_files files;
-    files.fds.assign(m.max_jobs, -1);
-    for (unsigned i = 0; i < m.max_jobs; ++i) files.fds[i] = open_slot_file(dir / std::to_string(i));
+    files.fds.assign(count, -1);
+    for (unsigned i = 0; i < count; ++i) files.fds[i] = open_slot_file(dir / std::to_string(i));
 
     asio::steady_timer timer(executor);
     auto delay = options.min_poll;
     for (;;) {
-        for (unsigned i = 0; i < m.max_jobs; ++i) {
+        for (unsigned i = 0; i < count; ++i) {
             fs::path file = dir / std::to_string(i);
             if (try_lock(files.fds[i], file)) {
                 int fd = std::exchange(files.fds[i], -1);

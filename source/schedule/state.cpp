@@ -1,8 +1,11 @@
 #include "ferry/schedule/state.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -48,6 +51,22 @@ std::optional<json> read_json(const fs::path& file) {
     return j;
 }
 
+// A writer killed between its write and its rename leaves "<file>.tmp.<pid>.<n>":
+// the next writer of the same record removes those of processes that are gone.
+void remove_dead_writers_temporaries(const fs::path& file) {
+    const std::string prefix = file.filename().string() + ".tmp.";
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(file.parent_path(), ec)) {
+        const auto name = e.path().filename().string();
+        if (!name.starts_with(prefix)) continue;
+        const auto rest = std::string_view(name).substr(prefix.size());
+        long pid = 0;
+        auto [end, err] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+        if (err != std::errc{} || end == rest.data() || *end != '.' || pid <= 0 || pid == ::getpid()) continue;
+        if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(e.path(), ec);
+    }
+}
+
 void write_json(const fs::path& file, const json& j) {
     std::error_code ec;
     fs::create_directories(file.parent_path(), ec);
@@ -66,6 +85,7 @@ void write_json(const fs::path& file, const json& j) {
         fs::remove(tmp, ec);
         throw failure(ec, fmt::format("renaming {} to {}", tmp.string(), file.string()));
     }
+    remove_dead_writers_temporaries(file);
 }
 
 }  // namespace
@@ -154,6 +174,11 @@ void probe_cache::store(const machine& m, const probe_result& r) {
            {"guix", r.has_guix}};
     j["free_bytes"] = r.free_bytes ? json(*r.free_bytes) : json(nullptr);
     write_json(file(m), j);
+}
+
+void probe_cache::forget(const machine& m) {
+    std::error_code ec;
+    fs::remove(file(m), ec);  // none stored is fine
 }
 
 }  // namespace ferry::schedule

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "ferry/store/hash_worker.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::store {
@@ -44,10 +45,83 @@ static void check_references(store_database& db, const std::set<std::string>& ba
     }
 }
 
-bundle_importer::bundle_importer(store_database& db, temp_roots& roots, import_options options)
-    : db_(db), roots_(roots), options_(std::move(options)) {}
+// The sender's own record of the path (import_options::expected), when given.
+static void check_expected(const std::map<std::string, path_info>& expected, const path_info& got) {
+    if (expected.empty()) return;
+    auto it = expected.find(got.path);
+    if (it == expected.end())
+        throw failure(errc::bad_input, fmt::format("cannot import '{}': the bundle holds a path that was not asked for",
+                                                   got.path));
+    const path_info& want = it->second;
+    // An old sender (serve protocol < 2.4) reports no hash: then only the size counts.
+    const auto want_hash = parse_sha256(want.nar_hash);
+    const bool hash_differs = !want.nar_hash.empty() && want_hash != parse_sha256(got.nar_hash);
+    if (hash_differs || (want.nar_size && want.nar_size != got.nar_size))
+        throw failure(errc::bad_input,
+                      fmt::format("cannot import '{}': its NAR (hash {}, {} bytes) is not what the sender's store "
+                                  "records (hash {}, {} bytes): corrupted on the way or by the exporter",
+                                  got.path, got.nar_hash, got.nar_size,
+                                  want_hash ? sha256_db_string(*want_hash) : want.nar_hash, want.nar_size));
+    auto refs = want.references;
+    std::sort(refs.begin(), refs.end(), store_path_less{});
+    if (refs != got.references) {
+        auto list = [](const std::vector<std::string>& v) {
+            std::string text;
+            for (const auto& r : v) text += (text.empty() ? "" : ", ") + r;
+            return "[" + text + "]";
+        };
+        throw failure(errc::bad_input, fmt::format("cannot import '{}': the bundle gives the references {}, the "
+                                                   "sender's store records {}",
+                                                   got.path, list(got.references), list(refs)));
+    }
+}
 
-bundle_importer::~bundle_importer() { abort_item(); }
+bundle_importer::bundle_importer(store_database& db, temp_roots& roots, import_options options)
+    : db_(db), roots_(roots), options_(std::move(options)) {
+    if (options_.hash_thread && std::thread::hardware_concurrency() > 1) worker_ = std::make_unique<hash_worker>();
+}
+
+bundle_importer::~bundle_importer() {
+    if (worker_) worker_->drain();
+    abort_item();
+}
+
+namespace {
+// NAR bytes are handed to the worker in pieces of at least this size: each hand-
+// over costs a lock and a wake-up, and what is left at the end of a feed() or an
+// item (less than this) is hashed on the calling thread.
+constexpr std::size_t worker_piece = 128 << 10;
+}  // namespace
+
+void bundle_importer::hash_nar_bytes(std::string_view bytes) {
+    if (!worker_) return hash_.update(bytes);
+    // Consecutive pieces of one feed() are adjacent in the caller's buffer.
+    if (!pending_.empty() && pending_.data() + pending_.size() == bytes.data()) {
+        pending_ = std::string_view(pending_.data(), pending_.size() + bytes.size());
+    } else {
+        submit_pending();
+        pending_ = bytes;
+    }
+    if (pending_.size() >= worker_piece) submit_pending();
+}
+
+void bundle_importer::submit_pending() {
+    if (pending_.empty()) return;
+    last_ticket_ = worker_->submit(hash_, pending_);
+    pending_ = {};
+}
+
+void bundle_importer::settle_hashing() {
+    if (!worker_) return;
+    worker_->wait(last_ticket_);
+    hash_.update(pending_);  // after everything queued before it: the order holds
+    pending_ = {};
+}
+
+sha256_digest bundle_importer::item_digest() {
+    settle_hashing();
+    return hash_.finish();
+}
 
 void bundle_importer::abort_item() noexcept {
     if (restorer_) {
@@ -76,8 +150,9 @@ void bundle_importer::end_item(const bundle::item_trailer& t) {
         parse_store_path(store_dir, t.deriver);
         info.deriver = t.deriver;
     }
-    info.nar_hash = sha256_db_string(hash_.finish());
+    info.nar_hash = sha256_db_string(item_digest());
     info.nar_size = nar_size_;
+    check_expected(options_.expected, info);
     check_references(db_, batch_, info);
 
     roots_.add(info.path);
@@ -101,7 +176,7 @@ void bundle_importer::feed(std::string_view bytes) {
         for (;;) {
             auto step = parser_.next(bytes);
             if (!step.nar_bytes.empty()) {
-                hash_.update(step.nar_bytes);
+                hash_nar_bytes(step.nar_bytes);
                 nar_size_ += step.nar_bytes.size();
                 nar_bytes_total_ += step.nar_bytes.size();
             }
@@ -114,7 +189,12 @@ void bundle_importer::feed(std::string_view bytes) {
             case bundle::event_type::end: break;
             }
         }
+        settle_hashing();  // bytes is the caller's, valid only until we return
     } catch (...) {
+        if (worker_) {
+            worker_->drain();
+            pending_ = {};
+        }
         abort_item();
         throw;
     }

@@ -55,18 +55,26 @@ struct nar_source::impl {
     };
     std::string root;
     std::size_t chunk_size;
-    std::string out;
+    byte_buffer out;
+    std::string scratch;  // the tokens of one emit()
     std::vector<frame> stack;
     int fd = -1;
     std::string file_path;
     std::uint64_t file_size = 0, file_left = 0;
-    bool started = false, done = false;
+    bool started = false, done = false, hashing = true;
     std::uint64_t produced = 0;
     sha256 hash;
     sha256_digest digest{};
 
     ~impl() {
         if (fd >= 0) ::close(fd);
+    }
+
+    template <typename Append>
+    void emit(Append&& append) {
+        scratch.clear();
+        append(scratch);
+        out.insert(out.end(), scratch.begin(), scratch.end());
     }
 
     // Emits the node at path (header, or the whole node for a symlink).
@@ -78,7 +86,7 @@ struct nar_source::impl {
             if (fd < 0) sys_fail("cannot open", path);
             file_path = path;
             file_size = file_left = static_cast<std::uint64_t>(st.st_size);
-            nar::append_regular_header(out, (st.st_mode & S_IXUSR) != 0, file_size);
+            emit([&](std::string& t) { nar::append_regular_header(t, (st.st_mode & S_IXUSR) != 0, file_size); });
             if (file_size == 0) finish_file();
         } else if (S_ISLNK(st.st_mode)) {
             // st_size may be 0 on some file systems: never trust it below PATH_MAX.
@@ -88,10 +96,10 @@ struct nar_source::impl {
             if (static_cast<std::size_t>(n) >= target.size())
                 throw failure(errc::bad_input, fmt::format("NAR dump: symlink '{}' changed while read", path));
             target.resize(static_cast<std::size_t>(n));
-            nar::append_symlink(out, target);
+            emit([&](std::string& t) { nar::append_symlink(t, target); });
             node_done();
         } else if (S_ISDIR(st.st_mode)) {
-            nar::append_directory_begin(out);
+            emit([&](std::string& t) { nar::append_directory_begin(t); });
             stack.push_back({path, sorted_entries(path), 0});
         } else {
             throw failure(errc::unsupported, fmt::format("NAR dump: '{}' has an unsupported file type", path));
@@ -100,7 +108,7 @@ struct nar_source::impl {
 
     void node_done() {
         if (stack.empty()) done = true;
-        else nar::append_entry_end(out);
+        else emit([&](std::string& t) { nar::append_entry_end(t); });
     }
 
     void read_file() {
@@ -127,7 +135,7 @@ struct nar_source::impl {
                 throw failure(errc::bad_input, fmt::format("NAR dump: file '{}' grew while being read", file_path));
             ::close(fd);
             fd = -1;
-            nar::append_regular_end(out, file_size);
+            emit([&](std::string& t) { nar::append_regular_end(t, file_size); });
             node_done();
         }
     }
@@ -135,7 +143,7 @@ struct nar_source::impl {
     void step() {
         if (!started) {
             started = true;
-            nar::append_magic(out);
+            emit([&](std::string& t) { nar::append_magic(t); });
             begin_node(root);
             return;
         }
@@ -143,20 +151,22 @@ struct nar_source::impl {
         auto& top = stack.back();
         if (top.next == top.names.size()) {
             stack.pop_back();
-            nar::append_directory_end(out);
+            emit([&](std::string& t) { nar::append_directory_end(t); });
             node_done();
             return;
         }
         const auto& name = top.names[top.next++];
-        nar::append_entry_begin(out, name);
+        emit([&](std::string& t) { nar::append_entry_begin(t, name); });
         auto child = top.path + "/" + name;
         begin_node(child);
     }
 };
 
-nar_source::nar_source(std::string path, std::size_t chunk_size) : impl_(std::make_unique<impl>()) {
+nar_source::nar_source(std::string path, std::size_t chunk_size, nar_hashing hashing)
+    : impl_(std::make_unique<impl>()) {
     impl_->root = std::move(path);
     impl_->chunk_size = std::max<std::size_t>(chunk_size, 4096);
+    impl_->hashing = hashing == nar_hashing::on;
 }
 nar_source::~nar_source() = default;
 nar_source::nar_source(nar_source&&) noexcept = default;
@@ -167,16 +177,27 @@ std::string_view nar_source::next_chunk() {
     s.out.clear();
     if (s.done) return {};
     while (!s.done && s.out.size() < s.chunk_size) s.step();
-    s.hash.update(s.out);
-    s.produced += s.out.size();
-    if (s.done) s.digest = s.hash.finish();
-    return s.out;
+    std::string_view chunk(s.out.data(), s.out.size());
+    if (s.hashing) s.hash.update(chunk);
+    s.produced += chunk.size();
+    if (s.done && s.hashing) s.digest = s.hash.finish();
+    return chunk;
+}
+
+std::size_t nar_source::next_chunk_into(byte_buffer& buffer) {
+    // The chunk is built in impl_->out; swapping hands it over and lends the
+    // caller's old buffer (and its capacity) to the next chunk.
+    std::swap(impl_->out, buffer);
+    auto chunk = next_chunk();
+    std::swap(impl_->out, buffer);
+    return chunk.size();
 }
 
 bool nar_source::finished() const { return impl_->done; }
 std::uint64_t nar_source::bytes_produced() const { return impl_->produced; }
 sha256_digest nar_source::digest() const {
-    if (!impl_->done) throw failure(errc::bad_input, "NAR dump: digest requested before the end");
+    if (!impl_->done || !impl_->hashing)
+        throw failure(errc::bad_input, "NAR dump: digest requested before the end or of an unhashed NAR");
     return impl_->digest;
 }
 

@@ -124,6 +124,7 @@ asio::awaitable<transfer_report> receive_bundle(ssh::channel& ch, const std::str
     io::stage_channel<std::string> plain(ex, options.queue_depth, "receive: decompress -> restore");
     store::import_options io;
     io.locked_by_caller = options.locked_by_caller;
+    io.expected = options.expected;
     std::vector<std::string> paths;
     {
         store::bundle_importer importer(db, roots, io);

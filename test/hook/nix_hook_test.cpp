@@ -26,8 +26,10 @@
 #include "ferry/hosts/test_host.hpp"
 #include "ferry/protocol/nix_log.hpp"
 #include "ferry/protocol/wire.hpp"
+#include "ferry/remote/build_machine.hpp"
 #include "ferry/schedule/slot.hpp"
 #include "support/nix_build.hpp"
+#include "support/run_async.hpp"
 
 namespace fs = std::filesystem;
 using namespace ferry;
@@ -58,6 +60,28 @@ struct hook_fixture {
     build_run nix_build(const fs::path& expr, const std::string& extra = "",
                         std::optional<std::string> builders = std::nullopt) {
         return env.nix_build(expr, builders ? *builders : host.nix_machine_line(), extra);
+    }
+
+    // A derivation ferry-KIND-NONCE whose builder writes its pid to pid_file (written
+    // aside and renamed, see wait_for_pid_file) and then runs `then`.
+    fs::path pid_writing_expr(const std::string& kind, const std::string& n, const fs::path& pid_file,
+                              const std::string& then) {
+        return write_expr(kind + "-" + n,
+                          fmt::format("derivation {{ name = \"ferry-{0}-{1}\"; system = \"x86_64-linux\"; "
+                                      "builder = \"/bin/sh\";\n  args = [ \"-c\" \"echo $$ > {2}.tmp; "
+                                      "/bin/mv {2}.tmp {2}; {3}\" ]; }}\n",
+                                      kind, n, pid_file.string(), then));
+    }
+
+    // A successful offload: one output, valid here and on the host (built there).
+    std::string require_built_remotely(const build_run& r) {
+        BOOST_TEST_MESSAGE(r.err);
+        BOOST_TEST_REQUIRE(r.status == 0, r.err);
+        auto out = r.paths();
+        BOOST_TEST_REQUIRE(out.size() == 1u);
+        BOOST_TEST(valid_locally(out[0]));
+        BOOST_TEST(valid_on_host(out[0]), "the build ran on the host");
+        return out[0];
     }
 
     bool valid_locally(const std::string& path) { return env.valid_locally(path); }
@@ -174,14 +198,9 @@ in derivation {{
 )",
                                                                 in.string(), n));
     auto r = f.nix_build(expr, "--max-jobs 0");
-    BOOST_TEST_MESSAGE(r.err);
-    BOOST_TEST_REQUIRE(r.status == 0, r.err);
-    auto out = r.paths();
-    BOOST_TEST_REQUIRE(out.size() == 1u);
-    BOOST_TEST(f.valid_locally(out[0]));
-    BOOST_TEST(f.valid_on_host(out[0]), "the build ran on the host");
+    auto out = f.require_built_remotely(r);
     std::string summary;
-    BOOST_TEST(f.local.run("/bin/cat " + out[0] + "/summary", &summary) == 0);
+    BOOST_TEST(f.local.run("/bin/cat " + out + "/summary", &summary) == 0);
     BOOST_TEST(summary.find("dep-" + n) != std::string::npos, summary);
     BOOST_TEST(summary.find(std::to_string(3 * ((1 << 20) + n.size()))) != std::string::npos, summary);
     BOOST_TEST(r.err.find("ferry-log-line-" + n) != std::string::npos, "log lines reach nix-build: " << r.err);
@@ -212,11 +231,7 @@ BOOST_AUTO_TEST_CASE(silent_build_times_out_with_101) {
     auto& f = hook_fixture::get();
     auto n = nonce();
     auto pid_file = fs::path("/tmp") / ("ferry-hook-silent-" + n + ".pid");
-    auto expr = f.write_expr("silent-" + n, fmt::format(R"(
-derivation {{ name = "ferry-silent-{0}"; system = "x86_64-linux"; builder = "/bin/sh";
-  args = [ "-c" "echo $$ > {1}; echo going-silent-{0}; exec /bin/sleep 60" ]; }}
-)",
-                                                        n, pid_file.string()));
+    auto expr = f.pid_writing_expr("silent", n, pid_file, "echo going-silent-" + n + "; exec /bin/sleep 60");
     auto t0 = std::chrono::steady_clock::now();
     auto r = f.nix_build(expr, "--max-jobs 0 --option max-silent-time 2");
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -303,14 +318,9 @@ BOOST_AUTO_TEST_CASE(lost_connection_exits_1) {
     auto& f = hook_fixture::get();
     auto n = nonce();
     auto pid_file = fs::path("/tmp") / ("ferry-hook-lost-" + n + ".pid");
-    auto expr = f.write_expr("lost-" + n, fmt::format(R"(
-derivation {{ name = "ferry-lost-{0}"; system = "x86_64-linux"; builder = "/bin/sh";
-  args = [ "-c" "echo $$ > {1}; exec /bin/sleep 30" ]; }}
-)",
-                                                      n, pid_file.string()));
+    auto expr = f.pid_writing_expr("lost", n, pid_file, "exec /bin/sleep 30");
     auto run = std::async(std::launch::async, [&] { return f.nix_build(expr, "--max-jobs 0"); });
-    for (int i = 0; i < 200 && !fs::exists(pid_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    BOOST_TEST_REQUIRE(fs::exists(pid_file), "the build did not start");
+    BOOST_TEST_REQUIRE(wait_for_pid_file(pid_file) > 0, "the build did not start");
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     f.host.kill_sessions();
     auto r = run.get();
@@ -320,6 +330,166 @@ derivation {{ name = "ferry-lost-{0}"; system = "x86_64-linux"; builder = "/bin/
     BOOST_TEST(transient, r.err);
     BOOST_TEST(f.remote_roots().empty(), "remote GC roots left behind");
     fs::remove(pid_file);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// Cases added for issues 6/9 (CA decline, builders-use-substitutes + NIX_SSHOPTS,
+// ferry's own watchdog). They reuse the shared host and local store.
+BOOST_AUTO_TEST_SUITE(nix_hook_limits)
+
+// A floating content-addressed derivation (a REAL one: Nix 2.8 makes it here with
+// --extra-experimental-features ca-derivations and __contentAddressed = true; its
+// .drv has output ("out","","r:sha256","")) is declined at try time with a warning
+// naming why, and the daemon builds it locally; the host never sees it.
+BOOST_AUTO_TEST_CASE(content_addressed_derivation_declined) {
+    auto& f = hook_fixture::get();
+    auto n = nonce();
+    auto expr = f.write_expr("ca-" + n, fmt::format(R"(
+derivation {{ name = "ferry-ca-{0}"; system = "x86_64-linux"; builder = "/bin/sh";
+  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
+  args = [ "-c" "echo ca-{0} > $out" ]; }}
+)",
+                                                    n));
+    auto r = f.nix_build(expr, "--max-jobs 1 --extra-experimental-features ca-derivations");
+    BOOST_TEST_MESSAGE(r.err);
+    BOOST_TEST_REQUIRE(r.status == 0, r.err);
+    BOOST_TEST(r.err.find("not offloading") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("output 'out' is content-addressed (r:sha256)") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("the daemon builds it itself") != std::string::npos, r.err);
+    auto out = r.paths();
+    BOOST_TEST_REQUIRE(out.size() == 1u);
+    BOOST_TEST(f.valid_locally(out[0]));
+    BOOST_TEST(!f.valid_on_host(out[0]), "declined, yet built on the host");
+    BOOST_TEST(f.remote_roots().empty());
+}
+
+// builders-use-substitutes = true: the host substitutes the input it can get from
+// its own binary cache (a file:// cache made with `nix copy`), ferry sends only the
+// other one. Also NIX_SSHOPTS: the machine line has no identity ('-'), the key
+// comes from NIX_SSHOPTS -i (without it the login fails: the host only accepts
+// that key), and the words ferry ignores are named at -v.
+BOOST_AUTO_TEST_CASE(builders_use_substitutes_and_nix_sshopts) {
+    auto& f = hook_fixture::get();
+    auto n = nonce();
+    auto dir = f.local.directory() / ("subst-" + n);
+    fs::create_directories(dir);
+    std::ofstream(dir / ("ferry-cached-" + n)) << "cached " << n << "\n";
+    std::ofstream(dir / ("ferry-sent-" + n)) << "sent " << n << "\n";
+    std::string cached, sent;
+    BOOST_TEST_REQUIRE(f.local.run("/usr/bin/nix-store --add " + (dir / ("ferry-cached-" + n)).string(), &cached) == 0);
+    BOOST_TEST_REQUIRE(f.local.run("/usr/bin/nix-store --add " + (dir / ("ferry-sent-" + n)).string(), &sent) == 0);
+    cached = lines_of(cached).at(0);
+    sent = lines_of(sent).at(0);
+    auto cache = fs::path("/tmp") / ("ferry-hook-cache-" + n);
+    BOOST_TEST_REQUIRE(f.local.run("/usr/bin/nix --extra-experimental-features nix-command copy --to file://" +
+                                   cache.string() + " " + cached) == 0);
+    BOOST_TEST_REQUIRE(!f.valid_on_host(cached));
+
+    // The host's nix.conf gains the cache for this case only (later lines win).
+    auto conf_path = f.host.directory() / "etc/nix/nix.conf";
+    std::string original;
+    {
+        std::ifstream in(conf_path);
+        original.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    std::ofstream(conf_path, std::ios::app) << "substituters = file://" << cache.string() << "\nrequire-sigs = false\n";
+    struct restore {
+        fs::path p;
+        std::string text;
+        ~restore() { std::ofstream(p, std::ios::trunc) << text; }
+    } restore_conf{conf_path, original};
+
+    auto expr = f.write_expr("subst-" + n, fmt::format(R"(
+derivation {{ name = "ferry-subst-{0}"; system = "x86_64-linux"; builder = "/bin/sh";
+  cached = builtins.storePath "{1}"; sent = builtins.storePath "{2}";
+  args = [ "-c" "/bin/cat $cached $sent > $out" ]; }}
+)",
+                                                       n, cached, sent));
+    const std::string builders = fmt::format("ssh://root@127.0.0.1:{} x86_64-linux - 1 1 - - {}", f.host.port(),
+                                             f.host.host_key_base64());
+    const std::string sshopts = "-x -i " + f.host.client_key().string() + " -o StrictHostKeyChecking=no -C";
+    auto cmd = "NIX_SSHOPTS=" + sh_quote(sshopts) + " " +
+               f.env.nix_build_command(expr, builders, "--max-jobs 0 -v --option builders-use-substitutes true");
+    build_run r;
+    r.status = f.local.run(cmd, &r.out, &r.err);
+    f.require_built_remotely(r);
+    BOOST_TEST(f.valid_on_host(cached), "substituted on the host");
+    BOOST_TEST(f.valid_on_host(sent));
+    // Only one of the two inputs was left for ferry to send.
+    BOOST_TEST(r.err.find("substituted what it could (builders-use-substitutes); 1 of 2 inputs still missing") !=
+                   std::string::npos,
+               r.err);
+    BOOST_TEST(r.err.find("ferry: sent 1 paths") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("NIX_SSHOPTS: ignored: -o StrictHostKeyChecking=no: ferry always checks host keys") !=
+                   std::string::npos,
+               r.err);
+    BOOST_TEST(r.err.find("-C: ferry compresses with its own codec") != std::string::npos, r.err);
+    BOOST_TEST(f.remote_roots().empty());
+    fs::remove_all(cache);
+    fs::remove_all(dir);
+}
+
+// ferry's own watchdog, not the remote's: the remote `nix-store --serve` (the
+// builder's parent, which runs the remote's max-silent-time check) is stopped
+// with SIGSTOP during a silent build, so only ferry can time it out. Exit 101
+// within a bound, no remote GC roots left.
+BOOST_AUTO_TEST_CASE(ferry_watchdog_fires_when_remote_is_frozen) {
+    auto& f = hook_fixture::get();
+    auto n = nonce();
+    auto pid_file = fs::path("/tmp") / ("ferry-hook-frozen-" + n + ".pid");
+    auto expr = f.pid_writing_expr("frozen", n, pid_file, "echo frozen-" + n + "; exec /bin/sleep 60");
+    auto t0 = std::chrono::steady_clock::now();
+    auto run = std::async(std::launch::async,
+                          [&] { return f.nix_build(expr, "--max-jobs 0 --option max-silent-time 2"); });
+    pid_t builder = wait_for_pid_file(pid_file);
+    BOOST_TEST_REQUIRE(builder > 0, "the build did not start");
+    // The builder's parent is the remote nix-store --serve (Nix forks builders there).
+    pid_t serve = parent_pid(builder);
+    std::string comm;
+    std::ifstream("/proc/" + std::to_string(serve) + "/comm") >> comm;
+    BOOST_TEST_REQUIRE(comm == "nix-store", "the builder's parent " << serve << " is " << comm);
+    BOOST_TEST_REQUIRE(::kill(serve, SIGSTOP) == 0);
+    auto r = run.get();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ::kill(builder, SIGKILL);
+    ::kill(serve, SIGKILL);
+    ::kill(serve, SIGCONT);
+    BOOST_TEST_MESSAGE(r.err);
+    BOOST_TEST(r.status != 0);
+    BOOST_TEST(r.err.find("exit code 101") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find("timed out after 2 seconds of silence (killed by ferry)") != std::string::npos, r.err);
+    BOOST_TEST(seconds < 20.0);
+    BOOST_TEST(f.remote_roots().empty(), "remote GC roots left behind");
+    BOOST_TEST(process_gone(serve));
+    fs::remove(pid_file);
+}
+
+// What offload's protect() gives a Nix machine: temp roots of the remote serve
+// process (QueryValidPaths lock = 1), no symlinks. An unrooted path on the host
+// survives `nix-store --gc` while protected, and is collected once finish()
+// closed the connection.
+BOOST_AUTO_TEST_CASE(inputs_protected_by_serve_temp_roots) {
+    auto& f = hook_fixture::get();
+    auto n = nonce();
+    std::string path;
+    BOOST_TEST_REQUIRE(f.host.run("d=$(mktemp -d) && echo " + n + " > $d/ferry-troot-" + n +
+                                      " && /usr/bin/nix-store --add $d/ferry-troot-" + n + "; s=$?; rm -rf $d; exit $s",
+                                  &path) == 0);
+    path = lines_of(path).at(0);
+    auto gc = [&] { BOOST_TEST(f.host.run("/usr/bin/nix-store --gc >/dev/null 2>&1") == 0); };
+    run_async([&]() -> asio::awaitable<void> {
+        auto session = co_await ssh::session::connect(pinned_options(f.host));
+        auto m = co_await remote::nix_build_machine::open(session, remote::nix_remote_options());
+        std::vector<std::string> paths{path};
+        co_await m->protect(paths);
+        gc();
+        BOOST_TEST(f.valid_on_host(path), "collected while protected");
+        BOOST_TEST(f.remote_roots().empty(), "symlink roots made");
+        co_await m->finish();
+    });
+    gc();
+    BOOST_TEST(!f.valid_on_host(path), "still protected after finish()");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

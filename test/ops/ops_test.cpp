@@ -266,3 +266,24 @@ BOOST_AUTO_TEST_CASE(decompressors_missing_zstd_warns_or_fails_by_codec) {
     BOOST_TEST(z.out.starts_with("✗ " + name + ": decompressors: "), z.out);
     BOOST_TEST(z.out.find("zstd") != std::string::npos, z.out);
 }
+
+// NIX_SSHOPTS reaches the operators' commands as it reaches the hook: the machine
+// line has no identity ('-'), the key comes from `-i`; without it the login fails
+// (the host accepts only that key). Ignored words are named once on stderr.
+BOOST_AUTO_TEST_CASE(status_honours_nix_sshopts) {
+    auto& h = hosts_fixture();
+    auto file = h.dir / "no-identity.machines";
+    write(file, fmt::format("ssh://root@127.0.0.1:{} x86_64-linux - 1 1 - - {}\n", h.host(0).port(),
+                            h.host(0).host_key_base64()));
+    ::setenv("NIX_SSHOPTS", ("-x -i " + h.host(0).client_key().string() + " -o StrictHostKeyChecking=no").c_str(), 1);
+    auto with = ferry_cli({"status", file.string()});
+    ::unsetenv("NIX_SSHOPTS");
+    auto without = ferry_cli({"status", file.string()});
+    BOOST_TEST_MESSAGE("with: " << with.out << with.err << "\nwithout: " << without.out << without.err);
+    BOOST_TEST(with.status == 0, with.out << with.err);
+    BOOST_TEST(with.err.find("ferry status: warning: NIX_SSHOPTS: ignored: -o StrictHostKeyChecking=no: ferry always "
+                             "checks host keys") != std::string::npos,
+               with.err);
+    BOOST_TEST(without.status == 1, without.out << without.err);
+    BOOST_TEST(without.err.find("NIX_SSHOPTS") == std::string::npos, without.err);
+}

@@ -42,7 +42,10 @@ const row rows[] = {
     {"guix: no matching machine",                        guix, 2,   0,   0,   false, false, decline},
     {"guix: all busy or overloaded, local free",         guix, 2,   2,   0,   false, true,  postpone},
     {"guix: all busy or overloaded, no local",           guix, 2,   2,   0,   false, false, postpone},
-    {"guix: every candidate unreachable",                guix, 2,   2,   2,   false, true,  postpone},
+    {"guix: every candidate down, daemon can build it",  guix, 2,   2,   2,   false, true,  decline},
+    {"guix: every candidate down, daemon cannot",        guix, 2,   2,   2,   false, false, postpone},
+    {"guix: some down, the rest busy, local ok",         guix, 3,   3,   2,   false, true,  postpone},
+    {"guix: chosen although others down",               guix, 3,   3,   2,   true,  true,  accept},
 };
 
 }  // namespace

@@ -176,6 +176,34 @@ BOOST_AUTO_TEST_CASE(unreachable_machines_back_off_and_are_then_skipped_without_
     BOOST_TEST(!backoff_store(state.path, o.clock).read(ms[0]).has_value());
 }
 
+BOOST_AUTO_TEST_CASE(every_candidate_down_names_each_host_and_its_error) {
+    // Guix, every candidate down: decline when the daemon can build it, else
+    // postpone with a message naming each host and why.
+    remote.scripts["dead"] = {0ms, true, {}, ""};
+    remote.scripts["refused"] = {0ms, false, std::make_error_code(std::errc::connection_refused), ""};
+    auto o = options();
+    o.probe.deadline = 200ms;
+    std::vector<machine> ms{make("dead"), make("refused")};
+    auto sel = choose(ms, o);
+    BOOST_TEST(!sel.chosen.has_value());
+    BOOST_TEST(sel.unreachable() == 2u);
+    BOOST_TEST((decide(facts_for(daemon_kind::guix, 2, sel, true)) == hook_reply::decline));
+    BOOST_TEST((decide(facts_for(daemon_kind::guix, 2, sel, false)) == hook_reply::postpone));
+    auto text = unreachable_summary(sel, {"ssh://dead", "ssh://refused"});
+    BOOST_TEST(text.find("ssh://dead: probing dead: no answer within the probe deadline") != std::string::npos, text);
+    BOOST_TEST(text.find("ssh://refused: probing refused: connect: ") != std::string::npos, text);
+
+    // Asked again within the backoff: both skipped without a connection, still named.
+    now += 10s;
+    sel = choose(ms, o);
+    BOOST_TEST(remote.calls["dead"] == 1);
+    BOOST_TEST((decide(facts_for(daemon_kind::guix, 2, sel, false)) == hook_reply::postpone));
+    text = unreachable_summary(sel, {"ssh://dead", "ssh://refused"});
+    BOOST_TEST(text.find("ssh://dead: probing dead: no answer") != std::string::npos, text);
+    BOOST_TEST(text.find("(backed off)") != std::string::npos, text);
+    BOOST_TEST(unreachable_summary(selection{}, {}).empty());
+}
+
 BOOST_AUTO_TEST_CASE(cached_results_spare_the_network) {
     remote.scripts["a"] = {10ms, false, {}, probe_output(4, 0.0, 1 << 30)};
     remote.scripts["b"] = {10ms, false, {}, probe_output(4, 1.0, 1 << 30)};

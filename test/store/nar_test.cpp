@@ -7,6 +7,7 @@
 #include "ferry/protocol/nar.hpp"
 #include "ferry/protocol/wire.hpp"
 #include "ferry/store/hash.hpp"
+#include "ferry/store/hash_worker.hpp"
 #include "ferry/store/nar_dump.hpp"
 #include "ferry/store/nar_restore.hpp"
 #include "ferry/util/error.hpp"
@@ -313,6 +314,38 @@ BOOST_AUTO_TEST_CASE(base32_vectors) {
     BOOST_TEST((parsed && *parsed == d));
     parsed = store::parse_sha256("sha256:" + store::to_nix_base32(d));
     BOOST_TEST((parsed && *parsed == d));
+}
+
+// Pieces queued on two workers, interleaved, each hash in its own order: the
+// digests equal one-shot hashing; tickets say when a piece is done.
+BOOST_AUTO_TEST_CASE(hash_workers_keep_each_hashs_order) {
+    std::string data(3 << 20, '\0');
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+    std::string_view all(data);
+    store::sha256 h1, h2;
+    store::hash_worker w1, w2;
+    std::uint64_t t1 = 0, t2 = 0;
+    // Two hashes of the same bytes, cut differently, queued in turns on two workers.
+    std::size_t pos1 = 0, pos2 = 0, piece = 1;
+    while (pos1 < data.size() || pos2 < data.size()) {
+        if (pos1 < data.size()) t1 = w1.submit(h1, all.substr(pos1, piece)), pos1 += piece;
+        if (pos2 < data.size()) t2 = w2.submit(h2, all.substr(pos2, 2 * piece + 7)), pos2 += 2 * piece + 7;
+        piece = piece * 3 % 70001 + 1;
+    }
+    w1.wait(t1);
+    BOOST_TEST(w1.done(t1));
+    BOOST_TEST(w1.backlog() == 0u);
+    w2.drain();
+    BOOST_TEST(w2.done(t2));
+    BOOST_TEST((h1.finish() == store::sha256_of(all)));
+    BOOST_TEST((h2.finish() == store::sha256_of(all)));
+    store::sha256 h3;
+    {
+        store::hash_worker w3;
+        w3.submit(h3, all.substr(0, 1000));
+        w3.submit(h3, all.substr(1000));
+    }  // the destructor runs what is queued
+    BOOST_TEST((h3.finish() == store::sha256_of(all)));
 }
 
 BOOST_AUTO_TEST_CASE(base32_agrees_with_nix_hash_to_base32) {

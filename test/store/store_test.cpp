@@ -216,11 +216,16 @@ BOOST_AUTO_TEST_CASE(export_matches_nix_store_export_byte_for_byte) {
     std::reverse(scrambled.begin(), scrambled.end());
     std::rotate(scrambled.begin(), scrambled.begin() + 2, scrambled.end());
     auto theirs = run("nix-store --export " + join(s.all));
-    std::string mine;
-    store::bundle_source src(db, scrambled, 4096);
-    for (auto c = src.next_chunk(); !c.empty(); c = src.next_chunk()) mine += c;
-    BOOST_TEST(mine.size() == theirs.size());
-    BOOST_TEST((mine == theirs));
+    // Small chunks: items span several pieces, up to 128 are read ahead of the
+    // output while 0 (inline) to 4 workers and this thread hash different paths.
+    for (int threads : {0, 1, 2, 4}) {
+        std::string mine;
+        store::bundle_source src(db, scrambled, 4096, threads);
+        for (auto c = src.next_chunk(); !c.empty(); c = src.next_chunk()) mine += c;
+        BOOST_TEST(mine.size() == theirs.size());
+        BOOST_TEST((mine == theirs), threads << " hash threads");
+        BOOST_TEST(src.bytes_produced() == theirs.size());
+    }
     // Subsets, including paths unrelated to each other.
     for (std::size_t skip = 1; skip < s.all.size(); skip += 2) {
         std::vector<std::string> subset;
@@ -237,6 +242,48 @@ BOOST_AUTO_TEST_CASE(export_matches_nix_store_export_byte_for_byte) {
     BOOST_TEST(info->nar_hash.size() == 7u + 64u);
     BOOST_TEST(join(info->references) == join(lines(run("nix-store -q --references " + s.top_drv))));
     BOOST_TEST(join(db.closure({s.top_drv})).size() == join(s.all).size());
+}
+
+// Nix refuses to export a path whose contents no longer match its NAR hash, and so
+// does ferry: the item's trailer is never written. A path that cannot be read
+// fails the export only after every item before it was handed out, although the
+// reading runs ahead of the output.
+BOOST_AUTO_TEST_CASE(export_refuses_changed_and_unreadable_paths) {
+    populated_store s;
+    store::store_database db(store::store_config::from_environment());
+    auto theirs = run("nix-store --export " + join(s.all));
+    auto order = store::bundle_source(db, s.all).order();
+    auto src = *std::find_if(order.begin(), order.end(), [](auto& p) { return p.ends_with("-t"); });
+    auto text = *std::find_if(order.begin(), order.end(), [](auto& p) { return p.ends_with("-c"); });
+    auto export_until_failure = [&](int threads) {
+        store::bundle_source b(db, s.all, 4096, threads);
+        std::string mine;
+        try {
+            for (auto c = b.next_chunk(); !c.empty(); c = b.next_chunk()) mine += c;
+        } catch (const ferry::failure& f) {
+            return std::pair{mine, std::string(f.what())};
+        }
+        return std::pair{mine, std::string("no failure")};
+    };
+    // Same size, one byte different: the NAR streams, then the hash check fails.
+    std::filesystem::permissions(src + "/sub/deeper/.hidden", std::filesystem::perms::owner_write,
+                                 std::filesystem::perm_options::add);
+    ferry_test::write_file(src + "/sub/deeper/.hidden", std::string(99999, 'x') + "y");
+    for (int threads : {0, 2}) {
+        auto [mine, error] = export_until_failure(threads);
+        BOOST_TEST(error.find("hash of path '" + src + "' has changed") != std::string::npos, error);
+        BOOST_TEST(mine.find(src) == std::string::npos);  // no trailer: the path string is only in it
+    }
+    ferry_test::write_file(src + "/sub/deeper/.hidden", std::string(100000, 'x'));
+    // A store path gone from the disk: what comes before it is all there.
+    store::remove_tree(text);
+    auto before = order[static_cast<std::size_t>(std::find(order.begin(), order.end(), text) - order.begin()) - 1];
+    for (int threads : {0, 2}) {
+        auto [mine, error] = export_until_failure(threads);
+        BOOST_TEST(error.find(text) != std::string::npos, error);
+        BOOST_TEST(theirs.starts_with(mine));
+        BOOST_TEST(mine.size() > theirs.find(before));  // up to and including the previous item's trailer
+    }
 }
 
 BOOST_AUTO_TEST_CASE(import_into_a_fresh_store_then_verify) {
@@ -361,6 +408,7 @@ BOOST_AUTO_TEST_CASE(failed_imports_leave_nothing_behind) {
         BOOST_TEST(ferry_test::trim(read_file(work + "/locker.out")) == "locked");
         store::import_options o;
         o.locked_by_caller.insert(added);
+        o.hash_thread = false;  // the calling thread hashes (elsewhere a helper thread does)
         auto start = std::chrono::steady_clock::now();
         store::bundle_importer importer(db, roots, o);
         importer.feed(bundle);

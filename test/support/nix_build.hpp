@@ -109,6 +109,21 @@ struct nix_build_env {
     }
 
     bool valid_locally(const std::string& path) { return local.run("/usr/bin/nix-store --verify-path " + path) == 0; }
+
+    // nix_build under coreutils' timeout (SIGKILL after `limit`): a build that
+    // would be postponed forever fails its case (status 124 or 137) instead of
+    // hanging the whole test executable.
+    build_run nix_build_within(std::chrono::seconds limit, const fs::path& expr, const std::string& builders,
+                               const std::string& extra = "") {
+        build_run r;
+        auto cmd = fmt::format("/usr/bin/timeout -s KILL {} /bin/sh -c {}", limit.count(),
+                               sh_quote(nix_build_command(expr, builders, extra)));
+        auto t0 = std::chrono::steady_clock::now();
+        r.status = local.run(cmd, &r.out, &r.err);
+        r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        BOOST_TEST_MESSAGE(fmt::format("{} -> {} in {:.2f} s", cmd, r.status, r.seconds));
+        return r;
+    }
 };
 
 inline bool valid_on_host(hosts::test_host& host, const std::string& path) {
@@ -182,6 +197,29 @@ inline bool process_gone(pid_t pid) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     return false;
+}
+
+// Waits (~10 s at most) for a builder to write its pid into `file` (write it to
+// file.tmp and rename, so that a half-written number is never read); 0 if it never did.
+inline pid_t wait_for_pid_file(const fs::path& file) {
+    for (int i = 0; i < 500 && !fs::exists(file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pid_t pid = 0;
+    std::ifstream(file) >> pid;
+    return pid;
+}
+
+// The parent of `pid` (/proc/PID/stat), 0 when unknown.
+inline pid_t parent_pid(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos || close + 2 >= line.size()) return 0;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    return parent;
 }
 
 }  // namespace ferry::test_support

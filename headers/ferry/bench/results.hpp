@@ -12,8 +12,9 @@
 //                 "bottleneck": str}],
 //    "compare": {"tool": "nix-copy-closure", "median_seconds": num, "ratio": num}}
 // "compare" only with --compare. Extensions (extra keys, allowed by the contract):
-// per result "min_seconds", "max_seconds", "chosen" (what `auto` resolved to) and
-// "auto_reason"; in "compare" "runs" and "vs_codec" (the row the ratio is against).
+// per result "min_seconds", "max_seconds", "chosen" (what `auto` resolved to),
+// "auto_reason" and "level_changes" ([{"at_seconds", "stream", "from", "to"}]: zstd
+// levels changed while streaming, median run; only when there were any); in "compare" "runs" and "vs_codec" (the row the ratio is against).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,13 @@ struct run_figures {
     };
     std::vector<stage> stages;
     std::string bottleneck;           // the transfer's own verdict ("" = compute it here)
+    // zstd level changes while streaming (auto -> zstd adapts to the link).
+    struct level_step {
+        double at_seconds = 0;
+        std::size_t stream = 0;
+        int from = 0, to = 0;
+    };
+    std::vector<level_step> level_changes;
 };
 
 struct row {
@@ -53,6 +61,7 @@ struct summary {
     double closure_mb_s = 0, wire_mb_s = 0, ratio = 0, cpu_percent = 0;
     std::map<std::string, std::pair<std::uint64_t, double>> stages;  // name -> (bytes, busy %)
     std::string bottleneck;  // stage with the highest busy %
+    std::vector<run_figures::level_step> level_changes;  // of the median run
 };
 
 // Figures of the median run (an even count takes the mean of the middle two for the

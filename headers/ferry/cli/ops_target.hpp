@@ -31,11 +31,16 @@ struct ops_selection {
     std::filesystem::path file;        // the machines file that was read
     std::filesystem::path state_dir;   // ferry's state directory (slots, backoff)
     std::vector<ops_target> targets;   // in file order, REGEX applied
+    // Said once on stderr by select_targets_or_report, e.g. the NIX_SSHOPTS words
+    // ferry does not honour.
+    std::vector<std::string> warnings;
 };
 
 // Reads `file` (empty: the default lookup), applies ferry.conf (FERRY_CONFIG or
 // /etc/ferry/ferry.conf; a missing file means defaults) and keeps the machines whose
 // name matches `regex` (ECMAScript, searched anywhere in the name; empty: all).
+// Nix machines are reached as the hook reaches them, NIX_SSHOPTS included
+// (ssh/ssh_options.hpp); Guix machines ignore NIX_SSHOPTS, as `guix offload` does.
 // Throws ferry::failure: errc::bad_input with file:line for a malformed file or a bad
 // REGEX, and for a missing file, naming the path.
 ops_selection select_targets(const std::filesystem::path& file, const std::string& regex);

@@ -18,7 +18,12 @@
 //   End of input or another word than "try" -> exit 0.
 // Settings used from the preamble: builders, system, extra-platforms,
 // system-features (can the daemon build locally: decline, else postpone),
-// max-silent-time, timeout (enforced by ferry), max-build-log-size, keep-failed.
+// max-silent-time, timeout (enforced by ferry), max-build-log-size, keep-failed,
+// builders-use-substitutes (the machine substitutes missing inputs first).
+// Derivations ferry cannot build remotely are declined at "try" time with a
+// warning saying why (the daemon then builds them itself): outputs without a
+// known path (floating content-addressed, impure or deferred outputs, read from
+// the .drv). Fixed-output derivations are offloaded.
 // ferry.conf (FERRY_CONFIG, default /etc/ferry/ferry.conf; machines/ferry_conf.hpp,
 // per machine under [machine HOST]): state-dir, log-level (debug shows the decision
 // log whatever the daemon's verbosity), codec, probe-deadline, probe-cache-seconds,
@@ -46,6 +51,9 @@ struct nix_hook_fds {
 
 struct nix_hook_environment {
     std::filesystem::path ferry_config = "/etc/ferry/ferry.conf";  // FERRY_CONFIG
+    // NIX_SSHOPTS: the options ferry honours are applied to every connection
+    // (ssh/ssh_options.hpp); the others are named once in a talkative message.
+    std::string nix_sshopts;
     // ferry.conf's state-dir when it says none (machines/ferry_conf.hpp).
     static constexpr const char* default_state_dir = "/var/lib/ferry";
 

@@ -18,7 +18,9 @@
 // build-remote speaks), in this order, as build-remote.cc does:
 //   1. connect (pinned host key from the machine line, else known_hosts; never
 //      accept-any), open the serve connection;
-//   2. protect the inputs from the remote GC (remote_roots), ask which are missing,
+//   2. protect the inputs from the remote GC (temp roots of the serve process,
+//      nix_build_machine::protect), ask which are missing (with the substitute
+//      flag under builders-use-substitutes),
 //      send those (transfer::send_paths) — only the inputs: BuildDerivation does not
 //      need the .drv closure on the remote;
 //   3. BuildDerivation with the BasicDerivation whose inputSrcs is the whole input
@@ -29,7 +31,7 @@
 //   4. protect the outputs, receive the missing ones (transfer::receive_paths) and
 //      register them, passing them as locked by the caller (the daemon holds their
 //      locks: locking them again would deadlock);
-//   5. always: remove the remote GC roots, close the connection.
+//   5. always: close the connection (which drops the temp roots).
 // Exit status (the daemons' convention): 0 built and outputs valid locally; 100
 // the remote build failed permanently; 101 timed out (remote or ferry's
 // watchdog); 1 anything else (lost connection, disk full, missing tools, ...).
@@ -56,6 +58,7 @@
 #include "ferry/schedule/select.hpp"
 #include "ferry/schedule/slot.hpp"
 #include "ferry/ssh/session.hpp"
+#include "ferry/ssh/ssh_options.hpp"
 #include "ferry/store/store_path.hpp"
 #include "ferry/transfer/report.hpp"
 
@@ -79,15 +82,22 @@ struct offload_settings {
     std::chrono::milliseconds probe_deadline{3000};
     std::chrono::milliseconds probe_cache_ttl{5000};
     std::chrono::milliseconds connect_timeout{10000};
+    std::chrono::milliseconds keepalive_interval{30000};  // ferry.conf keepalive-interval
     std::uint64_t min_free_bytes = 100ull << 20;  // skip machines with less free store space
     std::string remote_store_dir = "/nix/store";  // probed with df; the remote's store
     std::string remote_state_dir = "/nix/var/nix";
     codec::codec_spec codec{};  // auto: zstd:1 when the remote has zstd, else none
     schedule::daemon_kind daemon = schedule::daemon_kind::nix;
+    // NIX_SSHOPTS as far as ferry honours it (ssh/ssh_options.hpp): applied after
+    // the machine line's own values.
+    ssh::ssh_command_options ssh_command_options;
 };
 
 // How to reach one machine over ssh (pinned key when the machine line has one).
 ssh::session_options session_options_for(const machines::machine& m, std::chrono::milliseconds connect_timeout);
+// The same with settings.connect_timeout and settings.ssh_command_options applied:
+// what the hook's probes and offloads use.
+ssh::session_options session_options_for(const machines::machine& m, const offload_settings& settings);
 // The scheduler's record of a machine (slot files, backoff key).
 schedule::machine schedule_machine_for(const machines::machine& m);
 // "ssh://user@host:port": what the daemon shows ("building X on Y").
@@ -137,6 +147,10 @@ struct offload_job {
     std::uint64_t build_timeout = 0;          // seconds, 0 = none
     std::uint64_t max_log_size = 0;
     bool keep_failed = false;
+    // Nix's builders-use-substitutes: the machine substitutes missing inputs from
+    // its own substituters first (QueryValidPaths with substitute = 1, as
+    // build-remote's copyPaths does); ferry sends only what is still missing.
+    bool builders_use_substitutes = false;
     store::store_flavour local_flavour = store::store_flavour::nix;
 };
 

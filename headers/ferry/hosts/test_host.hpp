@@ -43,6 +43,16 @@ struct test_host_options {
     // crashed test leaves no listener behind. Turn off when starting from a thread
     // that ends before the host should.
     bool die_with_parent = true;
+    // Programs this machine lacks, e.g. {"/usr/bin/zstd"}: an empty, non-executable
+    // file is bound over each inside the host's namespace, so `command -v` finds
+    // nothing and running it fails (PATH tricks cannot hide /usr/bin tools). Each
+    // must exist on this box.
+    std::vector<std::string> hidden_programs;
+    // Non-zero: the host's /nix/store is a tmpfs of this many bytes (its database
+    // stays in DIR/nix/var), so `df /nix/store` and writes into the store see a
+    // small disk that fills up (disk-full faults). Its contents are then visible
+    // only through run() and ssh, not under store_root()/store.
+    std::uint64_t store_tmpfs_bytes = 0;
 };
 
 // A fresh directory /tmp/PREFIX.XXXXXX (mkdtemp), for test hosts and local stores.

@@ -54,10 +54,17 @@ class nix_build_machine final : public build_machine {
 public:
     // Opens the control connection (handshake). The session must outlive the machine.
     static asio::awaitable<std::unique_ptr<nix_build_machine>> open(ssh::session& s, nix_remote_options options);
+    // protect() takes temp roots in the remote serve process (QueryValidPaths with
+    // lock = 1), held until finish() closes the control connection; roots() (symlink
+    // roots) stays inactive for a Nix machine.
 
     const std::string& host() const override { return control_.host(); }
     asio::awaitable<void> protect(const std::vector<std::string>& paths) override;
     asio::awaitable<std::vector<std::string>> missing_paths(const std::vector<std::string>& paths) override;
+    // substitute: the machine first tries to substitute the paths it lacks from its
+    // own substituters (QueryValidPaths with the substitute flag, what Nix's
+    // builders-use-substitutes does); what is still missing is returned.
+    asio::awaitable<std::vector<std::string>> missing_paths(const std::vector<std::string>& paths, bool substitute);
     asio::awaitable<protocol::serve::build_result> build(build_request request, log_sink log) override;
     asio::awaitable<void> finish() noexcept override;
 

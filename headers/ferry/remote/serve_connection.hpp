@@ -58,8 +58,10 @@ public:
     // The subset of `paths` that is valid on the machine (server's order).
     asio::awaitable<std::vector<std::string>> query_valid_paths(const std::vector<std::string>& paths,
                                                                 bool lock = false, bool substitute = false);
-    // The paths the machine lacks, in the order given (one round trip).
-    asio::awaitable<std::vector<std::string>> query_missing(const std::vector<std::string>& paths);
+    // The paths the machine lacks, in the order given (one round trip). substitute:
+    // the machine substitutes what it can first (its own substituters).
+    asio::awaitable<std::vector<std::string>> query_missing(const std::vector<std::string>& paths,
+                                                            bool substitute = false);
     asio::awaitable<std::vector<protocol::serve::path_info>> query_path_infos(const std::vector<std::string>& paths);
 
     // Builds drv_path on the machine. The inputs must be valid there already.

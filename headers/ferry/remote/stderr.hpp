@@ -35,7 +35,8 @@ public:
     explicit stderr_tail(std::size_t limit = 16384) : limit_(limit) {}
     void append(std::string_view bytes);
     const std::string& text() const { return text_; }
-    // "" when empty, else "; remote stderr: <last lines>" for error messages.
+    // "" when empty, else "; remote stderr: <last lines>" for error messages,
+    // preceded by "; disk full on the remote machine" when it says ENOSPC.
     std::string quote() const;
     std::size_t total() const { return total_; }
 

@@ -12,7 +12,11 @@
 //                                                    (am-willing, system, features), else postpone
 // Guix (guix/scripts/offload.scm, process-request / choose-build-machine):
 //   a machine chosen -> accept; no candidate -> decline; otherwise (busy, overloaded, low on
-//   disk, unreachable) -> postpone. The "wants local" flag does not change the reply.
+//   disk) -> postpone, whatever the request's "can build locally" flag says.
+//   One departure (issue 7): when EVERY candidate is unreachable or backed off, guix offload
+//   postpones for as long as the outage lasts; ferry declines if the request says the daemon
+//   can build it locally, and otherwise postpones — the caller then names each host and its
+//   error (unreachable_summary in select.hpp), so a postponement is never silent.
 #pragma once
 
 #include <cstddef>

@@ -77,6 +77,11 @@ struct selection {
 asio::awaitable<selection> select_machine(std::vector<machine> candidates, run_remote_fn run_remote,
                                           select_options options);
 
+// Every unreachable or backed-off candidate with its error, for the message
+// that goes with a postponement or decline ("a: probing a: connection refused;
+// b: backed off: ..."). names[i] names candidate i; empty when there is none.
+std::string unreachable_summary(const selection& s, const std::vector<std::string>& names);
+
 // The facts decide() needs, from a selection.
 decision_facts facts_for(daemon_kind daemon, std::size_t configured, const selection& s,
                          bool can_build_locally) noexcept;

@@ -38,6 +38,9 @@ public:
 
     bool held() const noexcept { return fd_ >= 0; }
     unsigned index() const noexcept { return index_; }
+    // The locked descriptor (open read-write), -1 when not held. Writing to it
+    // wakes no waiter; closing it (release) does.
+    int native_handle() const noexcept { return fd_; }
     const std::filesystem::path& path() const noexcept { return path_; }
     void release() noexcept;
 
@@ -71,5 +74,12 @@ struct slot_wait_options {
 // descriptors open while waiting so its own retries create no inotify events.
 asio::awaitable<slot> acquire_slot(const std::filesystem::path& state_dir, const machine& m,
                                    slot_wait_options options = {});
+
+// The mechanism under slots, for any set of lock files: an exclusive OFD lock
+// on one of <dir>/0 .. <dir>/<count-1>, taken in that order. `dir` is created.
+// The machine's slots are lock_any(slot_directory(state, m), m.max_jobs); the
+// upload lock (upload_lock.hpp) is a set of one. Same errors and waiting as above.
+std::optional<slot> try_lock_any(const std::filesystem::path& dir, unsigned count);
+asio::awaitable<slot> lock_any(const std::filesystem::path& dir, unsigned count, slot_wait_options options = {});
 
 }  // namespace ferry::schedule

@@ -66,6 +66,9 @@ public:
     // The stored result if it is younger than the ttl (and not from the future).
     std::optional<probe_result> fresh(const machine& m) const;
     void store(const machine& m, const probe_result& r);
+    // Drops the stored result: after an offload to m failed (its disk filled up,
+    // say), the next decision probes m afresh instead of trusting old figures.
+    void forget(const machine& m);
 
 private:
     std::filesystem::path file(const machine& m) const;

@@ -9,7 +9,8 @@
 // keeps the database in WAL), every write is one short deferred transaction, the
 // busy timeout is long, and a transaction that still gets SQLITE_BUSY (e.g. a
 // read lock that cannot be upgraded) is rolled back and retried whole, as Nix's
-// retrySQLite does. Guix's ValidPaths has fewer columns: they are read from
+// retrySQLite does. Like theirs, a writing connection uses `synchronous =
+// normal` (no fsync per commit in WAL mode). Guix's ValidPaths has fewer columns: they are read from
 // PRAGMA table_info, never assumed.
 #pragma once
 

@@ -18,8 +18,14 @@
 // a database error — what was written for the current item is removed, so the
 // store never holds a half-written or unregistered path left by ferry. Items
 // registered before the failure stay valid (they are complete).
+//
+// Speed: bundle_importer hashes the NAR bytes on a helper thread (unless
+// import_options::hash_thread is false) while the calling thread writes the files
+// from the same bytes; feed() returns only once both are done with them, so
+// nothing is copied and the caller's buffer may be reused at once.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -39,7 +45,17 @@ struct import_options {
     // Output paths whose <path>.lock the daemon already holds (the build hook's
     // caller): ferry must not lock them (it would deadlock on the daemon).
     std::set<std::string> locked_by_caller;
+    // Hash on a helper thread (bundle_importer), in parallel with writing files.
+    bool hash_thread = true;
+    // Non-empty (bundle_importer): what the sender's store says about each path it
+    // was asked for (serve QueryPathInfos). Every item must be one of them, with
+    // the same NAR hash, size and references, or it is rejected before it is
+    // registered: the bundle itself carries no hash, so this is what catches an
+    // exporter that emits corrupt file contents or a forged reference.
+    std::map<std::string, path_info> expected;
 };
+
+class hash_worker;
 
 class bundle_importer {
 public:
@@ -57,6 +73,10 @@ private:
     void begin_item();
     void end_item(const protocol::export_bundle::item_trailer& t);
     void abort_item() noexcept;
+    void hash_nar_bytes(std::string_view bytes);
+    void submit_pending();
+    void settle_hashing();  // the bytes of this feed() are all hashed
+    sha256_digest item_digest();
 
     store_database& db_;
     temp_roots& roots_;
@@ -65,6 +85,9 @@ private:
     std::optional<nar_restorer> restorer_;
     std::string temp_path_;
     sha256 hash_;
+    std::unique_ptr<hash_worker> worker_;  // null: hash on the calling thread
+    std::string_view pending_;             // NAR bytes of this feed() not yet given to worker_
+    std::uint64_t last_ticket_ = 0;
     std::uint64_t nar_size_ = 0, nar_bytes_total_ = 0;
     std::vector<std::string> paths_;
     std::set<std::string> batch_;  // paths valid thanks to this bundle

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,6 +41,9 @@ struct receive_options {
     unsigned remote_threads = 0;                            // the remote compressor's -T (0 = its cores)
     remote::nix_remote_options remote;
     std::set<std::string> locked_by_caller;  // outputs the daemon has locked
+    // The remote's QueryPathInfos for the paths asked for (store::import_options::
+    // expected): each received NAR is checked against it before registration.
+    std::map<std::string, store::path_info> expected;
     std::size_t chunk_size = std::size_t{1} << 20;
     std::size_t queue_depth = 4;
     std::uint64_t memory_budget = codec::default_memory_budget;

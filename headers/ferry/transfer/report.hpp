@@ -19,12 +19,25 @@ struct stage_report {
     std::chrono::nanoseconds busy{0};  // wall time inside the stage's own work (not waiting)
 };
 
+// A zstd level changed while streaming (send_options::adjust_level).
+struct level_change {
+    std::chrono::nanoseconds at{0};  // since the transfer started
+    std::size_t stream = 0;          // which concurrent stream of its wave
+    int from = 0, to = 0;
+    double compress_busy = 0, write_busy = 0;  // the interval's figures that decided it
+};
+
 struct transfer_report {
     std::size_t paths = 0;          // store paths moved
     std::uint64_t nar_bytes = 0;    // their NAR bytes
     std::uint64_t wire_bytes = 0;   // bytes on the ssh channel (after compression)
     std::chrono::nanoseconds elapsed{0};
+    // Per stage kind. With concurrent streams, busy is the wall time during which at
+    // least one stream's stage was busy (so busy <= elapsed), bytes are summed.
     std::vector<stage_report> stages;
+    std::string codec;              // the codec used ("zstd:3"; the starting level if it changed)
+    std::string auto_reason;        // send with codec auto: the rule's one-line reason
+    std::vector<level_change> level_changes;
 
     // The stage with the largest busy time relative to elapsed ("" if none).
     std::string bottleneck() const;
@@ -37,5 +50,20 @@ struct progress {
 };
 // Called on the pipeline's I/O executor; must not block.
 using progress_fn = std::function<void(const progress&)>;
+
+// What one send stream did during the last interval (send_options::interval):
+// busy fractions of the interval's wall time per stage, bytes moved, the codec
+// being written. The basis for changing the zstd level while streaming.
+struct interval_report {
+    std::size_t stream = 0;               // which concurrent stream of its wave
+    std::chrono::nanoseconds since_start{0}, length{0};
+    double read_busy = 0, compress_busy = 0, write_busy = 0;  // 0..1 (write: the link / remote import)
+    std::uint64_t nar_bytes = 0, wire_bytes = 0;             // during the interval
+    int level = 0;                        // the compressor's level (0 for none)
+};
+// Called on the pipeline's I/O executor; must not block.
+using interval_fn = std::function<void(const interval_report&)>;
+// Returns the zstd level to use from now on (the current one = no change).
+using level_policy = std::function<int(const interval_report&)>;
 
 }  // namespace ferry::transfer

@@ -23,6 +23,7 @@
 // compressor's (codec memory_budget).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -43,7 +44,10 @@
 namespace ferry::transfer {
 
 struct send_options {
-    codec::codec_spec codec{codec::codec_kind::none, 0};  // none, zstd:N or xz:N (not auto)
+    // none, zstd:N, xz:N, or auto: send_paths then measures the link, the remote's
+    // decoders and the codecs on a sample (auto_probe.hpp) and lets codec::choose_codec
+    // decide; a zstd choice also gets adjust_level = adaptive_zstd_level() unless set.
+    codec::codec_spec codec{codec::codec_kind::none, 0};
     remote::nix_remote_options remote;
     // The remote serve protocol version (serve_connection::server_version()); 0 = assume 0x207.
     std::uint64_t server_version = 0;
@@ -62,7 +66,17 @@ struct send_options {
     unsigned streams = 2;
     std::uint64_t parallel_threshold = std::uint64_t{32} << 20;
     remote::log_sink remote_stderr;    // the remote's stderr as it comes (optional)
+    // Every `interval` each stream reports its stage figures to on_interval, and
+    // with codec zstd asks adjust_level for the next level, which the compressor
+    // applies at its next frame boundary (stock `zstd -dc` decodes the concatenated
+    // frames). Both optional; changes land in transfer_report::level_changes.
+    std::chrono::milliseconds interval{500};
+    interval_fn on_interval;
+    level_policy adjust_level;
 };
+
+// codec::adjust_zstd_level on an interval's compress and write busy fractions.
+level_policy adaptive_zstd_level();
 
 // Sends `paths` (any order; duplicates ignored) from `db`'s store. Returns the
 // figures; throws ferry::failure naming the host and path on any error (the

@@ -1,4 +1,4 @@
-#include "ferry/bench/auto_probe.hpp"
+#include "ferry/transfer/auto_probe.hpp"
 
 #include <algorithm>
 #include <thread>
@@ -10,7 +10,7 @@
 #include "ferry/store/nar_dump.hpp"
 #include "ferry/util/error.hpp"
 
-namespace ferry::bench {
+namespace ferry::transfer {
 
 using clock = std::chrono::steady_clock;
 
@@ -113,4 +113,4 @@ asio::awaitable<codec::auto_choice> probe_and_choose(ssh::session& s, const std:
     co_return codec::choose_codec(in);
 }
 
-}  // namespace ferry::bench
+}  // namespace ferry::transfer

@@ -15,7 +15,7 @@
 #include "ferry/ssh/session.hpp"
 #include "ferry/store/database.hpp"
 
-namespace ferry::bench {
+namespace ferry::transfer {
 
 // Bytes per second into `cat >/dev/null` on the machine: writes 1 MiB pieces
 // until `duration` has passed (or max_bytes were sent), then waits for the command
@@ -38,4 +38,4 @@ std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s);
 // All of the above on an open session; `paths` is the closure to move.
 asio::awaitable<codec::auto_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths);
 
-}  // namespace ferry::bench
+}  // namespace ferry::transfer
