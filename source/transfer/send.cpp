@@ -7,6 +7,7 @@
 #include <set>
 
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <fmt/core.h>
 
@@ -127,11 +128,37 @@ struct shared_meters {
     busy_union read, compress, write;
 };
 
+// Opens once some stream's remote answered the serve hello, i.e. its store is
+// open. Nix 2.8 creates a fresh store's database without an exclusive lock, so
+// two importers starting together on an empty machine can fail with "SQLite
+// database ... is busy": streams after the first wait for this gate.
+class remote_ready_gate {
+public:
+    explicit remote_ready_gate(asio::any_io_executor ex) : timer_(ex, asio::steady_timer::time_point::max()) {}
+    void open() {
+        if (open_) return;
+        open_ = true;
+        timer_.cancel();
+    }
+    asio::awaitable<void> wait() {
+        if (open_) co_return;
+        std::error_code ec;
+        co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        // open() sets the flag before waking us: anything else is a cancellation.
+        if (!open_) throw failure(errc::cancelled, "send: cancelled while waiting for the first stream's remote");
+    }
+
+private:
+    asio::steady_timer timer_;
+    bool open_ = false;
+};
+
 // Where a stream stands in its transfer.
 struct stream_context {
     std::size_t stream = 0;
     clock::time_point transfer_start;
     shared_meters* meters = nullptr;
+    remote_ready_gate* ready = nullptr;
 };
 
 struct send_state {
@@ -279,6 +306,7 @@ asio::awaitable<void> reply_stage(send_state& st) {
                                                                  st.host, st.ch.command(), *version,
                                                                  st.server_version));
                 hello = true;
+                if (st.ctx.ready) st.ctx.ready->open();
                 continue;
             }
             if (acks == st.items) break;
@@ -461,6 +489,7 @@ asio::awaitable<void> streams_from(ssh::session& s, std::vector<std::vector<stor
     auto one = [&](std::size_t k) -> asio::awaitable<void> {
         stream_context c = ctx;
         c.stream = k;
+        if (k > 0 && c.ready) co_await c.ready->wait();
         reports[k] = co_await send_stream(s, std::move(groups[k]), options[k], c);
     };
     if (i + 1 == groups.size())
@@ -487,7 +516,8 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
     }
     total.codec = codec::to_string(options.codec);
     shared_meters meters;
-    const stream_context ctx{0, started, &meters};
+    remote_ready_gate ready(co_await asio::this_coro::executor);
+    const stream_context ctx{0, started, &meters, &ready};
 
     // Waves: depth = 1 + the deepest reference inside the set (references first in `order`).
     std::vector<store::path_info> infos;

@@ -44,6 +44,17 @@ nlohmann::json auto_row_in_namespace(const std::string& shaping, const std::stri
     return doc["results"][0];
 }
 
+// Orders auto's choices by how hard they compress: none < zstd:N (by level) < xz:N.
+int codec_strength(const std::string& codec) {
+    if (codec == "none") return 0;
+    auto colon = codec.find(':');
+    int level = colon == std::string::npos ? 0 : std::stoi(codec.substr(colon + 1));
+    if (codec.rfind("zstd", 0) == 0) return 1 + level;
+    if (codec.rfind("xz", 0) == 0) return 100 + level;
+    BOOST_FAIL("auto chose an unknown codec: " << codec);
+    return -1;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(bench_local_host)
@@ -118,8 +129,10 @@ BOOST_AUTO_TEST_CASE(auto_picks_differently_on_a_10_mbit_link) {
     auto loopback = loopback_row["chosen"].get<std::string>(), shaped = shaped_row["chosen"].get<std::string>();
     BOOST_TEST_MESSAGE("auto on loopback: " << loopback << ", on 10 Mbit/s: " << shaped
                                             << "; level changes: " << shaped_row.value("level_changes", nlohmann::json()).dump());
-    BOOST_TEST((loopback == "none" || loopback == "zstd:1"));
-    BOOST_TEST(shaped != loopback);
+    // Relative, not absolute: what loopback measures depends on the machine and its
+    // load (a busy CI box measured 56 MB/s and fairly chose zstd:3), but a link ~50x
+    // slower must always get a stronger codec than loopback did.
+    BOOST_TEST(codec_strength(shaped) > codec_strength(loopback));
     BOOST_TEST(shaped != "none");
     // auto -> zstd adjusts while streaming: the link is the bottleneck, the CPU idles,
     // so the level goes up (the loopback row, none or zstd:1 CPU-bound, never rises).
