@@ -6,8 +6,6 @@
 #include <algorithm>
 #include <future>
 #include <cerrno>
-#include <random>
-#include <set>
 
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
@@ -15,18 +13,12 @@
 #include <fmt/core.h>
 
 #include "ferry/codec/codec_spec.hpp"
-#include "ferry/hook/guix_machines.hpp"
-#include "ferry/io/deadline.hpp"
+#include "ferry/hook/guix_machine_offload.hpp"
+#include "ferry/hook/offload.hpp"
+#include "ferry/machines/ferry_conf.hpp"
+#include "ferry/machines/guix_machines.hpp"
+#include "ferry/machines/nix_machines.hpp"
 #include "ferry/io/fd_writer.hpp"
-#include "ferry/remote/command.hpp"
-#include "ferry/remote/guix_remote.hpp"
-#include "ferry/schedule/decision.hpp"
-#include "ferry/schedule/select.hpp"
-#include "ferry/ssh/session.hpp"
-#include "ferry/store/database.hpp"
-#include "ferry/store/gc_protect.hpp"
-#include "ferry/store/importer.hpp"
-#include "ferry/store/temp_sweep.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::hook {
@@ -69,33 +61,7 @@ T run_on(asio::io_context& io, asio::awaitable<T> op) {
     return fut.get();
 }
 
-ssh::session_options session_for(const guix_machine& m, std::chrono::milliseconds connect_timeout) {
-    ssh::session_options o;
-    o.host = m.name;
-    o.port = m.port;
-    o.user = m.user;
-    o.identity = m.private_key;
-    o.host_key = m.host_key;
-    o.connect_timeout = connect_timeout;
-    return o;
-}
-
-schedule::machine schedule_machine(const guix_machine& m) {
-    schedule::machine s;
-    s.name = m.name;
-    s.port = m.port;
-    s.max_jobs = m.parallel_builds;
-    s.speed = m.speed;
-    s.overload_threshold = m.overload_threshold;
-    return s;
-}
-
 std::string megabytes(std::uint64_t bytes) { return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6); }
-
-struct chosen {
-    guix_machine machine;
-    schedule::slot slot;
-};
 
 class front_end {
 public:
@@ -108,9 +74,15 @@ public:
 private:
     protocol::hook_reply handle(const protocol::guix_build_request& request);
     int offload(const protocol::guix_build_request& request, const protocol::guix_accepted_paths& paths);
-    asio::awaitable<int> offload_async(const protocol::guix_build_request& request,
-                                       const protocol::guix_accepted_paths& paths);
-    const std::vector<guix_machine>& machines();
+    const std::vector<machines::machine>& machines();
+    offload_settings settings_for(const std::string& machine) const;
+    guix_offload_job job_for(const protocol::guix_build_request& request,
+                             const protocol::guix_accepted_paths& paths) const;
+    offload_events events_for(const std::string& machine, std::optional<io::fd_writer>& log);
+    // ferry.conf log-level debug/trace shows the decision log and the steps.
+    bool verbose() const {
+        return conf_.global().level == machines::log_level::debug || conf_.global().level == machines::log_level::trace;
+    }
     std::chrono::milliseconds progress_every() const {
         auto every = options_.progress_every;
         if (args_.max_silent_time > 0)
@@ -123,189 +95,130 @@ private:
     guix_offload_fds fds_;
     guix_offload_options options_;
     asio::io_context io_;
-    std::optional<std::vector<guix_machine>> machines_;
-    std::optional<ferry_conf> conf_;
-    std::optional<chosen> chosen_;
+    std::optional<std::vector<machines::machine>> machines_;
+    machines::ferry_conf conf_;
+    std::optional<machine_choice> chosen_;  // holds the slot while the offload runs
 };
 
-const std::vector<guix_machine>& front_end::machines() {
+const std::vector<machines::machine>& front_end::machines() {
     if (!machines_) {
-        std::error_code ec;
+        const auto conf = env_.ferry_config.string();
+        conf_ = machines::parse_ferry_conf(machines::read_file_if_exists(conf).value_or(""), conf,
+                                           env_.state_dir.string());
         // offload.scm build-machines: a missing file is silently no machines.
-        if (!std::filesystem::exists(env_.machines_file(), ec))
-            machines_.emplace();
-        else
-            machines_ = read_machines_scm(env_.machines_file());
-        conf_ = read_ferry_conf(env_.ferry_config);
+        const auto file = env_.machines_file().string();
+        auto text = machines::read_file_if_exists(file);
+        machines_ = text ? machines::parse_guix_machines(*text, file) : std::vector<machines::machine>{};
+        for (auto& m : *machines_) {
+            // The machine's own overload-threshold (Guix's 0.8 default) unless ferry.conf says otherwise.
+            auto c = conf_.for_machine(m.host);
+            if (c.overload_threshold_off)
+                m.overload_threshold.reset();
+            else if (c.overload_threshold)
+                m.overload_threshold = c.overload_threshold;
+        }
     }
     return *machines_;
 }
 
-protocol::hook_reply front_end::handle(const protocol::guix_build_request& request) {
-    const auto& all = machines();
-    std::vector<const guix_machine*> candidates;
-    for (const auto& m : all)
-        if (guix_machine_matches(m, request.system, request.features)) candidates.push_back(&m);
-    // Ties go to the earlier candidate: shuffle as offload.scm does, so equal
-    // machines share the load.
-    std::shuffle(candidates.begin(), candidates.end(), std::mt19937(std::random_device{}()));
-
-    schedule::decision_facts facts;
-    facts.daemon = schedule::daemon_kind::guix;
-    facts.configured = all.size();
-    facts.candidates = candidates.size();
-    if (candidates.empty()) return schedule::decide(facts);
-
-    std::vector<schedule::machine> sm;
-    for (const auto* m : candidates) sm.push_back(schedule_machine(*m));
-    schedule::select_options so;
-    so.state_dir = env_.state_dir;
-    so.probe.store_dir = env_.store_dir;
-    so.probe.deadline = options_.probe_deadline;
-    const auto timeout = options_.connect_timeout;
-    schedule::run_remote_fn run_remote = [candidates, timeout](const schedule::machine& m,
-                                                               const std::string& command)
-        -> asio::awaitable<schedule::remote_result> {
-        const guix_machine* gm = nullptr;
-        for (const auto* c : candidates)
-            if (c->name == m.name && c->port == m.port) gm = c;
-        schedule::remote_result r;
-        if (!gm) {
-            r.error = make_error_code(errc::bad_input);
-            r.message = m.name + ": unknown machine";
-            co_return r;
-        }
-        auto out = co_await remote::run_command(session_for(*gm, timeout), command, timeout);
-        r.error = out.error;
-        r.message = out.message;
-        r.exit_status = out.status.code;
-        r.output = std::move(out.out);
-        co_return r;
-    };
-    auto sel = run_on(io_, schedule::select_machine(sm, run_remote, so));
-    facts = schedule::facts_for(schedule::daemon_kind::guix, all.size(), sel, request.am_willing);
-    auto reply = schedule::decide(facts);
-    for (std::size_t i = 0; i < sel.reports.size(); ++i) {
-        const auto& rep = sel.reports[i];
-        if (rep.status == schedule::machine_status::unreachable || rep.status == schedule::machine_status::low_disk ||
-            rep.status == schedule::machine_status::overloaded || rep.status == schedule::machine_status::backed_off)
-            say(fds_.err, fmt::format("ferry: skipping machine '{}': {}{}{}\n", candidates[i]->name,
-                                      schedule::to_string(rep.status), rep.message.empty() ? "" : ": ", rep.message));
-    }
-    if (reply == protocol::hook_reply::accept && sel.chosen)
-        chosen_ = chosen{*candidates[*sel.chosen], std::move(sel.held)};
-    else if (reply == protocol::hook_reply::accept)
-        reply = protocol::hook_reply::postpone;  // cannot happen; never accept without a slot
-    return reply;
+offload_settings front_end::settings_for(const std::string& machine) const {
+    // state_dir defaults to Guix's state directory: slots where guix offload keeps them.
+    auto c = machine.empty() ? conf_.global() : conf_.for_machine(machine);
+    offload_settings s = settings_from(c, schedule::daemon_kind::guix);
+    s.remote_store_dir = env_.store_dir;  // a Guix machine's store is where ours is
+    s.remote_state_dir = c.remote_state_dir;
+    return s;
 }
 
-asio::awaitable<int> front_end::offload_async(const protocol::guix_build_request& request,
-                                              const protocol::guix_accepted_paths& paths) {
-    const guix_machine& m = chosen_->machine;
-    const std::string& drv = request.drv_path;
-    const ferry_conf& conf = *conf_;
-    remote::guix_remote_options ro;
-    ro.guix_program = conf.get(m.name, "guix-program", "guix");
-    ro.store_dir = env_.store_dir;
-    ro.state_dir = conf.get(m.name, "remote-state-dir", "/var/guix");
-    auto codec = codec::parse_codec_spec(conf.get(m.name, "codec", "zstd:3"));
-    // No link measurement is wired into the Guix path yet: `auto` means zstd:3,
-    // which pays off on anything slower than the remote's import.
-    if (codec.is_auto()) codec = codec::codec_spec{codec::codec_kind::zstd, codec::default_zstd_level};
-
-    auto session = co_await ssh::session::connect(session_for(m, options_.connect_timeout));
-    remote::guix_build_machine machine(session, ro);
-    int status = 1;
-    std::exception_ptr error;
+protocol::hook_reply front_end::handle(const protocol::guix_build_request& request) {
+    const auto& all = machines();
+    offload_request r{request.system, request.drv_path, request.features, request.am_willing};
+    machine_choice choice;
     try {
-        say(fds_.err, fmt::format("offloading '{}' to '{}'...\n", drv, m.name));
-        if (args_.print_build_trace) say(fds_.err, protocol::guix_build_remote_trace(drv, m.name));
-
-        std::vector<std::string> inputs = paths.inputs;
-        if (std::find(inputs.begin(), inputs.end(), drv) == inputs.end()) inputs.push_back(drv);
-        co_await machine.protect(inputs);
-        auto missing = co_await machine.missing_paths(inputs);
-        if (!missing.empty()) {
-            if (env_.local_guix.empty())
-                throw failure(errc::unsupported, "no local guix to export the inputs with (set FERRY_GUIX)");
-            const auto total = missing.size();
-            auto sent = co_await machine.send(
-                env_.local_guix, missing, codec,
-                [&](const remote::guix_transfer_progress& p) {
-                    say(fds_.err, fmt::format("ferry: sent {}/{} items, {} to '{}'\n", p.items, total,
-                                              megabytes(p.bytes), m.name));
-                },
-                progress_every());
-            (void)sent;
-        }
-
-        std::optional<io::fd_writer> log_writer;
-        if (::fcntl(fds_.log, F_GETFD) >= 0) log_writer.emplace(fds_.log);
-        remote::log_sink log = [&](std::string_view bytes) -> asio::awaitable<void> {
-            if (log_writer) co_await log_writer->write(bytes);
-        };
-        auto outcome = co_await machine.build(drv, args_.max_silent_time, args_.build_timeout, log);
-        switch (outcome.verdict) {
-        case remote::guix_build_verdict::built: break;
-        case remote::guix_build_verdict::failed:
-            say(fds_.err, fmt::format("derivation '{}' offloaded to '{}' failed: {}\n", drv, m.name, outcome.message));
-            status = 100;
-            break;
-        case remote::guix_build_verdict::timed_out:
-            say(fds_.err, fmt::format("derivation '{}' offloaded to '{}' timed out: {}\n", drv, m.name, outcome.message));
-            status = 101;
-            break;
-        case remote::guix_build_verdict::transient:
-            say(fds_.err, fmt::format("ferry: offloading '{}' to '{}': {}\n", drv, m.name, outcome.message));
-            status = 1;
-            break;
-        }
-        if (outcome.verdict == remote::guix_build_verdict::built) {
-            if (!paths.outputs.empty()) {
-                co_await machine.protect(paths.outputs);
-                auto config = store::store_config::make(store::store_flavour::guix, env_.store_dir, env_.state_dir);
-                config.database_path = (env_.database_dir / "db.sqlite").string();
-                store::store_database db(config);
-                store::sweep_dead_import_temporaries(db);  // what a killed offload left
-                store::temp_roots roots(config);
-                store::import_options io_opts;
-                io_opts.locked_by_caller = std::set<std::string>(paths.outputs.begin(), paths.outputs.end());
-                store::bundle_importer importer(db, roots, io_opts);
-                co_await machine.receive(
-                    paths.outputs, codec, [&](std::string_view bytes) { importer.feed(bytes); },
-                    [&](const remote::guix_transfer_progress& p) {
-                        say(fds_.err, fmt::format("ferry: received {} from '{}'\n", megabytes(p.bytes), m.name));
-                    },
-                    progress_every());
-                importer.finish();
-                for (const auto& out : paths.outputs)
-                    if (!db.is_valid(out))
-                        throw failure(errc::remote_failed,
-                                      fmt::format("{}: output '{}' did not arrive in the local store", m.name, out));
-            }
-            say(fds_.err, fmt::format("done with offloaded '{}'\n", drv));
-            status = 0;
-        }
-    } catch (...) {
-        error = std::current_exception();
+        choice = run_on(io_, choose_machine(all, r, settings_for("")));
+    } catch (const std::exception& e) {
+        // Local trouble (state directory): the daemon may still build it itself.
+        say(fds_.err, fmt::format("ferry: cannot choose a machine for '{}': {}\n", request.drv_path, e.what()));
+        return protocol::hook_reply::decline;
     }
-    co_await machine.finish();
-    session.close();
-    if (error) std::rethrow_exception(error);
-    co_return status;
+    if (verbose())
+        for (const auto& line : choice.decision_log) say(fds_.err, line + "\n");
+    if (choice.reply != protocol::hook_reply::accept) {
+        // A postponement is never silent: the summary names each host that is down and why.
+        if (choice.candidates > 0) say(fds_.err, choice.summary + "\n");
+        return choice.reply;
+    }
+    if (verbose()) say(fds_.err, choice.summary + "\n");
+    chosen_ = std::move(choice);
+    return protocol::hook_reply::accept;
+}
+
+guix_offload_job front_end::job_for(const protocol::guix_build_request& request,
+                                    const protocol::guix_accepted_paths& paths) const {
+    const auto& m = machines_->at(*chosen_->chosen);
+    auto c = conf_.for_machine(m.host);
+    guix_offload_job job;
+    job.machine = m;
+    job.session = chosen_->session;
+    job.drv_path = request.drv_path;
+    job.inputs = paths.inputs;
+    job.outputs = paths.outputs;
+    job.max_silent_time = args_.max_silent_time;
+    job.build_timeout = args_.build_timeout;
+    job.local_guix = env_.local_guix;
+    job.remote.guix_program = c.guix_program;
+    job.remote.store_dir = env_.store_dir;
+    job.remote.state_dir = c.remote_state_dir;
+    job.codec = codec::parse_codec_spec(c.codec);
+    // No link measurement on the Guix path: `auto` is zstd:3 when the machine has
+    // zstd (the probe says), which pays off on anything slower than its import.
+    if (job.codec.is_auto())
+        job.codec = chosen_->probe && !chosen_->probe->has_zstd
+                        ? codec::codec_spec{codec::codec_kind::none, 0}
+                        : codec::codec_spec{codec::codec_kind::zstd, codec::default_zstd_level};
+    job.local_store_dir = env_.store_dir;
+    job.local_state_dir = env_.state_dir;
+    job.local_database = env_.database_dir / "db.sqlite";
+    job.config_dir = env_.config_dir;
+    job.progress_every = progress_every();
+    return job;
+}
+
+offload_events front_end::events_for(const std::string& machine, std::optional<io::fd_writer>& log) {
+    offload_events events;
+    events.log = [&log](std::string_view bytes) -> asio::awaitable<void> {
+        if (log) co_await log->write(bytes);
+    };
+    events.message = [this](log_level level, std::string_view text) {
+        if (level <= log_level::info || verbose()) say(fds_.err, std::string(text) + "\n");
+    };
+    // Progress lines keep the daemon's max-silent-time clock (stderr + fd 4) from
+    // running out during long transfers; they do not start with "# ", so the
+    // daemon passes them to the client.
+    events.progress = [this, machine](offload_events::phase p, const transfer::progress& t) {
+        if (p == offload_events::phase::send)
+            say(fds_.err, fmt::format("ferry: sent {}/{} items, {} to '{}'\n", t.items_done, t.items_total,
+                                      megabytes(t.bytes_done), machine));
+        else if (p == offload_events::phase::receive)
+            say(fds_.err, fmt::format("ferry: received {} from '{}'\n", megabytes(t.bytes_done), machine));
+    };
+    return events;
 }
 
 int front_end::offload(const protocol::guix_build_request& request, const protocol::guix_accepted_paths& paths) {
-    try {
-        int status = run_on(io_, offload_async(request, paths));
-        chosen_.reset();  // releases the slot
-        return status;
-    } catch (const std::exception& e) {
-        say(fds_.err, fmt::format("ferry: offloading '{}' to '{}' failed: {}\n", request.drv_path,
-                                  chosen_ ? chosen_->machine.name : "?", e.what()));
-        chosen_.reset();
-        return 1;
-    }
+    const auto& m = machines_->at(*chosen_->chosen);
+    say(fds_.err, fmt::format("offloading '{}' to '{}'...\n", request.drv_path, m.host));
+    if (args_.print_build_trace) say(fds_.err, protocol::guix_build_remote_trace(request.drv_path, m.host));
+    std::optional<io::fd_writer> log;
+    if (::fcntl(fds_.log, F_GETFD) >= 0) log.emplace(fds_.log);
+    auto outcome = run_on(io_, offload_to_guix_machine(job_for(request, paths), settings_for(m.host),
+                                                       events_for(m.host, log)));
+    chosen_.reset();  // releases the slot
+    if (outcome.exit_code == 0)
+        say(fds_.err, fmt::format("done with offloaded '{}'\n", request.drv_path));
+    else
+        say(fds_.err, outcome.message + "\n");
+    return outcome.exit_code;
 }
 
 int front_end::run() {

@@ -239,16 +239,8 @@ private:
 };
 
 offload_settings nix_front_end::settings_for(const std::string& machine) const {
-    auto c = machine.empty() ? conf_.global() : conf_.for_machine(machine);
-    offload_settings s;
-    s.state_dir = c.state_dir;
-    s.probe_deadline = c.probe_deadline;
-    s.probe_cache_ttl = c.probe_cache;
-    s.connect_timeout = c.connect_timeout;
-    s.keepalive_interval = c.keepalive_interval;
-    s.min_free_bytes = c.min_free_space;
-    s.codec = codec::parse_codec_spec(c.codec);
-    s.daemon = schedule::daemon_kind::nix;
+    offload_settings s =
+        settings_from(machine.empty() ? conf_.global() : conf_.for_machine(machine), schedule::daemon_kind::nix);
     s.ssh_command_options = sshopts_;
     return s;
 }

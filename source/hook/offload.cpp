@@ -36,6 +36,29 @@ namespace ferry::hook {
 namespace serve = protocol::serve;
 using clock = std::chrono::steady_clock;
 
+asio::awaitable<std::optional<std::string>> failure_of(asio::awaitable<void> steps) {
+    std::optional<std::string> why;
+    try {
+        co_await std::move(steps);
+    } catch (const std::exception& e) {
+        why = e.what();
+    }
+    co_return why;
+}
+
+offload_settings settings_from(const machines::settings& conf, schedule::daemon_kind daemon) {
+    offload_settings s;
+    s.state_dir = conf.state_dir;
+    s.probe_deadline = conf.probe_deadline;
+    s.probe_cache_ttl = conf.probe_cache;
+    s.connect_timeout = conf.connect_timeout;
+    s.keepalive_interval = conf.keepalive_interval;
+    s.min_free_bytes = conf.min_free_space;
+    s.codec = codec::parse_codec_spec(conf.codec);
+    s.daemon = daemon;
+    return s;
+}
+
 ssh::session_options session_options_for(const machines::machine& m, std::chrono::milliseconds connect_timeout) {
     ssh::session_options o;
     o.host = m.host;
@@ -189,16 +212,8 @@ asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machi
     co_return choice;
 }
 
-namespace {
-
-// Limits on the build, enforced here whatever the remote does.
-struct watchdog_state {
-    clock::time_point started = clock::now();
-    clock::time_point last_output = clock::now();
-    std::string why;
-};
-
-asio::awaitable<void> watchdog(watchdog_state& st, std::uint64_t max_silent_time, std::uint64_t timeout) {
+// Limits on the build, enforced here whatever the remote does (both daemons).
+asio::awaitable<void> build_watchdog(watchdog_state& st, std::uint64_t max_silent_time, std::uint64_t timeout) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     for (;;) {
         auto deadline = clock::time_point::max();
@@ -215,6 +230,8 @@ asio::awaitable<void> watchdog(watchdog_state& st, std::uint64_t max_silent_time
         co_await timer.async_wait(asio::use_awaitable);
     }
 }
+
+namespace {
 
 bool is_loopback(const std::string& host) {
     return host == "localhost" || host == "::1" || host.starts_with("127.");
@@ -261,21 +278,10 @@ asio::awaitable<std::map<std::string, store::path_info>> remote_output_infos(rem
     co_return infos;
 }
 
-struct offload_run {
+struct offload_run : event_reporter {
     offload_job job;
     offload_settings settings;
-    offload_events events;
     offload_outcome outcome;
-
-    void say(log_level level, std::string_view text) {
-        if (events.message) events.message(level, text);
-    }
-    void start(offload_events::phase p, std::size_t paths, std::uint64_t bytes) {
-        if (events.phase_started) events.phase_started(p, paths, bytes);
-    }
-    void end(offload_events::phase p) {
-        if (events.phase_ended) events.phase_ended(p);
-    }
 
     asio::awaitable<void> run();
     asio::awaitable<void> steps(remote::nix_build_machine& m, ssh::session& s);
@@ -387,7 +393,7 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
     auto ex = co_await asio::this_coro::executor;
     auto group = asio::experimental::make_parallel_group(
         asio::co_spawn(ex, m.build(std::move(req), sink), asio::experimental::deferred),
-        asio::co_spawn(ex, watchdog(wd, job.max_silent_time, job.build_timeout), asio::experimental::deferred));
+        asio::co_spawn(ex, build_watchdog(wd, job.max_silent_time, job.build_timeout), asio::experimental::deferred));
     auto [order, build_error, result, watchdog_error] =
         co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
     (void)watchdog_error;
@@ -463,19 +469,11 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
 
 asio::awaitable<offload_outcome> offload_to_nix_machine(offload_job job, offload_settings settings,
                                                         offload_events events) {
-    offload_run r{std::move(job), std::move(settings), std::move(events), {}};
-    std::string failure_text;
-    try {
-        co_await r.run();
-    } catch (const failure& e) {
-        failure_text = e.what();
-    } catch (const std::exception& e) {
-        failure_text = e.what();
-    }
-    if (!failure_text.empty()) {
+    offload_run r{{std::move(events)}, std::move(job), std::move(settings), {}};
+    if (auto why = co_await failure_of(r.run())) {
         r.outcome.exit_code = 1;
-        r.outcome.message = fmt::format("offload of '{}' to '{}' failed: {}", r.job.drv_path,
-                                        machine_uri(r.job.machine), failure_text);
+        r.outcome.message =
+            fmt::format("offload of '{}' to '{}' failed: {}", r.job.drv_path, machine_uri(r.job.machine), *why);
         // The machine may not be what its cached probe says any more (a full disk):
         // the next decision probes it afresh.
         if (!r.settings.state_dir.empty())

@@ -12,6 +12,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <random>
 
@@ -33,7 +34,8 @@ const char* remote_shim =
     "  while IFS= read -r p; do /usr/bin/nix-store --check-validity \"$p\" >/dev/null 2>&1 || echo \"$p\"; done\n"
     "  exit 0 ;;\n"
     "'archive --import') exec /usr/bin/nix-store --import >/dev/null ;;\n"
-    "'archive --export') shift 2; exec /usr/bin/nix-store --export \"$@\" ;;\n"
+    "# guix-daemon signs what it exports: the signer shim adds what nix-store leaves out.\n"
+    "'archive --export') shift 2; /usr/bin/nix-store --export \"$@\" | \"${0%/*}/guix-sign-export\"; exit $? ;;\n"
     "esac\n"
     "[ \"$1\" = build ] || { echo \"guix: TEST SHIM: unsupported: $*\" >&2; exit 2; }\n"
     "shift\n"
@@ -94,6 +96,7 @@ struct setup {
         write_exec(host.directory() / "guix-shim", remote_shim);
         write_exec(t.path / "local-guix", local_shim);
         std::filesystem::create_directories(t.path / "etc");
+        make_signing_key();
         std::ofstream(t.path / "etc/machines.scm") << fmt::format(
             "(list (build-machine\n"
             "       (name \"127.0.0.1\")\n"
@@ -107,6 +110,22 @@ struct setup {
         std::ofstream(t.path / "ferry.conf") << fmt::format(
             "[machine 127.0.0.1]\nguix-program = {}\nremote-state-dir = /nix/var/nix\ncodec = zstd:1\n",
             (host.directory() / "guix-shim").string());
+    }
+
+    // The build machine's signing key (made by the signer shim with libgcrypt, as
+    // `guix archive --generate-key`), and the local ACL that authorizes it, as
+    // `guix archive --authorize` writes it.
+    void make_signing_key() {
+        const auto signer = std::filesystem::path(FERRY_BINARY_DIR) / "ferry-test-guix-sign";
+        const auto keys = host.directory() / "guix-key";
+        std::filesystem::create_directories(keys);
+        BOOST_TEST_REQUIRE(std::system((signer.string() + " keygen " + keys.string()).c_str()) == 0);
+        write_exec(host.directory() / "guix-sign-export",
+                   fmt::format("#!/bin/sh\nexec {} export {} {}\n", signer.string(),
+                               (keys / "signing-key.sec").string(), (keys / "signing-key.pub").string()));
+        std::ifstream pub(keys / "signing-key.pub");
+        std::string key((std::istreambuf_iterator<char>(pub)), std::istreambuf_iterator<char>());
+        std::ofstream(t.path / "etc/acl") << "(acl (entry " << key << " (tag (guix import))))\n";
     }
 
     std::map<std::string, std::string> env() const {
@@ -142,6 +161,31 @@ private:
     int count_ = 0;
 };
 
+struct finished_offload {
+    int status = -1;
+    std::string client, log;
+};
+
+// Plays guix-daemon for one accepted derivation (build.cc: request, "# accept",
+// inputs line, outputs line, close) and waits for the hook to exit.
+finished_offload offload_accepted(setup& s, const std::string& drv, const std::string& inputs,
+                                  const std::string& outputs, const std::string& max_silent_time,
+                                  const std::string& trace) {
+    daemon_side d(ferry_binary(), {"offload", "x86_64-linux", max_silent_time, trace, "0"}, s.env(),
+                  s.local.store_root());
+    d.write_line("0 x86_64-linux " + drv + " ");
+    auto reply = d.read_reply();
+    BOOST_TEST_REQUIRE(reply.value_or("<eof>") == "accept", d.client);
+    d.write_line(inputs);
+    d.write_line(outputs);
+    d.close_in();
+    finished_offload f;
+    f.status = d.wait(std::chrono::seconds(60));
+    f.client = d.drain();
+    f.log = d.read_log();
+    return f;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(guix_offload)
@@ -149,16 +193,7 @@ BOOST_AUTO_TEST_SUITE(guix_offload)
 BOOST_AUTO_TEST_CASE(full_offload_through_guix_shims_on_a_test_host) {
     setup s;
     auto [drv, inputs, outputs] = s.instantiate("echo building-$src; /bin/cat $src > $out");
-    daemon_side d(ferry_binary(), {"offload", "x86_64-linux", "20", "1", "0"}, s.env(), s.local.store_root());
-    d.write_line("0 x86_64-linux " + drv + " ");
-    auto reply = d.read_reply();
-    BOOST_TEST_REQUIRE(reply.value_or("<eof>") == "accept", d.client);
-    d.write_line(inputs);
-    d.write_line(outputs);
-    d.close_in();
-    int status = d.wait(std::chrono::seconds(60));
-    std::string client = d.drain();
-    std::string log = d.read_log();
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "20", "1");
     BOOST_TEST_MESSAGE("client saw:\n" << client << "log:\n" << log);
     BOOST_TEST_REQUIRE(status == 0, client);
 
@@ -183,20 +218,26 @@ BOOST_AUTO_TEST_CASE(full_offload_through_guix_shims_on_a_test_host) {
     BOOST_TEST(roots.find("ferry-") == std::string::npos, roots);
 }
 
+BOOST_AUTO_TEST_CASE(outputs_signed_by_an_unauthorized_key_are_not_imported) {
+    setup s;
+    // The machine's key is no longer in the local ACL: guix-daemon would refuse
+    // its exports, so ferry must too, before registering anything.
+    std::ofstream(s.t.path / "etc/acl") << "(acl)\n";
+    auto [drv, inputs, outputs] = s.instantiate("echo building-$src; /bin/cat $src > $out");
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "0", "0");
+    BOOST_TEST(status == 1, client);
+    BOOST_TEST(client.find("unauthorized public key") != std::string::npos, client);
+    BOOST_TEST(client.find(trimmed(outputs)) != std::string::npos, client);  // names the item
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + trimmed(outputs) + " 2>/dev/null") != 0);
+    std::string left;
+    s.local.run("/bin/ls " + trimmed(outputs) + " 2>&1", &left);
+    BOOST_TEST(left.find("No such file") != std::string::npos, left);  // no half-restored output either
+}
+
 BOOST_AUTO_TEST_CASE(remote_build_failure_is_permanent_100) {
     setup s;
     auto [drv, inputs, outputs] = s.instantiate("echo about-to-fail; exit 1");
-    daemon_side d(ferry_binary(), {"offload", "x86_64-linux", "0", "0", "0"}, s.env(), s.local.store_root());
-    auto t0 = std::chrono::steady_clock::now();
-    d.write_line("0 x86_64-linux " + drv + " ");
-    auto r = d.read_reply();
-    BOOST_TEST_MESSAGE("reply after " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s: " << r.value_or("<none>") << " client: " << d.client);
-    BOOST_TEST_REQUIRE(r.value_or("<eof>") == "accept", d.client);
-    d.write_line(inputs);
-    d.write_line(outputs);
-    d.close_in();
-    int status = d.wait(std::chrono::seconds(60));
-    std::string client = d.drain();
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "0", "0");
     BOOST_TEST(status == 100, client);
     BOOST_TEST(client.find("@ build-remote") == std::string::npos, client);  // trace off
     BOOST_TEST(client.find("failed") != std::string::npos, client);

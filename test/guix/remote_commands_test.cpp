@@ -1,9 +1,8 @@
 // The Guix build machine's command texts (pure functions), including quoting, and
-// the verdict read from `guix build`; plus machines.scm as the Guix front end reads it.
+// the verdict read from `guix build`.
 #include <boost/test/unit_test.hpp>
 
 #include "ferry/codec/codec_spec.hpp"
-#include "ferry/hook/guix_machines.hpp"
 #include "ferry/remote/guix_remote.hpp"
 #include "ferry/util/error.hpp"
 
@@ -79,67 +78,6 @@ BOOST_AUTO_TEST_CASE(build_verdicts) {
     BOOST_TEST((classify_guix_build(1, "guix build: error: failed to connect to `/var/guix/daemon-socket/socket'") ==
                 v::failed));  // offload.scm also maps every store-protocol-error to 100
     BOOST_TEST((classify_guix_build(1, "Backtrace: ...") == v::transient));
-}
-
-BOOST_AUTO_TEST_SUITE_END()
-
-BOOST_AUTO_TEST_SUITE(guix_machines_subset)
-
-BOOST_AUTO_TEST_CASE(plain_list_and_guix_system_form) {
-    const std::string plain =
-        ";; comment\n"
-        "(use-modules (gnu))\n"
-        "(list (build-machine (name \"eightysix.example.org\") (systems (list \"x86_64-linux\" \"i686-linux\"))\n"
-        "                     (host-key \"ssh-ed25519 AAAA\") (user \"bob\") (speed 2.) (port 2222)\n"
-        "                     (overload-threshold #f) (features '(\"kvm\")))\n"
-        "      (build-machine (name \"arm\") (system \"aarch64-linux\") (user \"u\") (host-key \"k\")))\n";
-    auto ms = ferry::hook::parse_machines_scm(plain, "m.scm");
-    BOOST_REQUIRE(ms.size() == 2u);
-    BOOST_TEST(ms[0].name == "eightysix.example.org");
-    BOOST_TEST(ms[0].port == 2222);
-    BOOST_TEST(ms[0].speed == 2.0);
-    BOOST_TEST(!ms[0].overload_threshold.has_value());
-    BOOST_TEST(ms[0].location == "m.scm:3:7");
-    BOOST_TEST(ferry::hook::guix_machine_matches(ms[0], "i686-linux", {"kvm"}));
-    BOOST_TEST(!ferry::hook::guix_machine_matches(ms[0], "i686-linux", {"kvm", "big"}));
-    BOOST_TEST(ms[1].systems == std::vector<std::string>{"aarch64-linux"});
-
-    const std::string system_form =
-        "((@ (srfi srfi-1) append-map)\n"
-        " (lambda (entry) (if (build-machine? entry) (list entry) entry))\n"
-        " (list (build-machine (name \"a\") (systems '(\"x86_64-linux\")) (user \"u\") (host-key \"k\"))\n"
-        "       (list (build-machine (name \"b\") (systems '(\"x86_64-linux\")) (user \"u\") (host-key \"k\")))))\n";
-    auto ss = ferry::hook::parse_machines_scm(system_form, "machines.scm");
-    BOOST_REQUIRE(ss.size() == 2u);
-    BOOST_TEST(ss[1].name == "b");
-}
-
-BOOST_AUTO_TEST_CASE(outside_the_subset_names_the_position) {
-    auto message = [](const std::string& text) {
-        try {
-            ferry::hook::parse_machines_scm(text, "m.scm");
-        } catch (const ferry::failure& f) {
-            return std::string(f.what());
-        }
-        return std::string("no error");
-    };
-    BOOST_TEST(message("(define x 1)\n(list x)").rfind("m.scm:1:1:", 0) == 0);
-    // The machines layer owns the texts; the front end only relies on file:line:col first.
-    auto unknown_field = message("(list (build-machine (name \"a\")\n (sistems '())))");
-    BOOST_TEST(unknown_field.rfind("m.scm:2:", 0) == 0, unknown_field);
-    BOOST_TEST(unknown_field.find("sistems") != std::string::npos, unknown_field);
-    auto missing = message("(list (build-machine (name \"a\")))");
-    BOOST_TEST(missing.rfind("m.scm:1:", 0) == 0, missing);
-    BOOST_TEST(missing.find("systems") != std::string::npos, missing);
-    BOOST_TEST(message("(list (build-machine (name \"a\")").rfind("m.scm:1:", 0) == 0);
-}
-
-BOOST_AUTO_TEST_CASE(ferry_conf_sections) {
-    auto c = ferry::hook::parse_ferry_conf("codec = none\n[machine h1]\nguix-program = /opt/shim/guix\n", "f.conf");
-    BOOST_TEST(c.get("h1", "guix-program", "guix") == "/opt/shim/guix");
-    BOOST_TEST(c.get("h2", "guix-program", "guix") == "guix");
-    BOOST_TEST(c.get("h1", "codec", "zstd") == "none");
-    BOOST_CHECK_THROW(ferry::hook::parse_ferry_conf("[host x]\n", "f.conf"), ferry::failure);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,6 +4,7 @@
 #include "ferry/protocol/nar.hpp"
 #include "ferry/protocol/wire.hpp"
 #include "ferry/util/error.hpp"
+#include "support/nar_bytes.hpp"
 
 namespace bundle = ferry::protocol::export_bundle;
 namespace nar = ferry::protocol::nar;
@@ -11,22 +12,15 @@ namespace wire = ferry::protocol::wire;
 
 namespace {
 
-std::string small_nar(std::string_view contents) {
-    std::string out;
-    nar::append_magic(out);
-    nar::append_regular_header(out, false, contents.size());
-    out += contents;
-    nar::append_regular_end(out, contents.size());
-    return out;
-}
+using test_support::one_file_nar;
 
 std::string two_items() {
     std::string out;
     bundle::append_item_begin(out);
-    out += small_nar("first");
+    out += one_file_nar("first");
     bundle::append_item_trailer(out, {"/s/aaaa-a", {}, "", std::nullopt});
     bundle::append_item_begin(out);
-    out += small_nar("second!!");
+    out += one_file_nar("second!!");
     bundle::append_item_trailer(out, {"/s/bbbb-b", {"/s/aaaa-a", "/s/bbbb-b"}, "/s/cccc-c.drv", std::string("sig")});
     bundle::append_end(out);
     return out;
@@ -85,7 +79,7 @@ BOOST_AUTO_TEST_CASE(items_in_any_chunking) {
         BOOST_TEST(o.paths[0] == "/s/aaaa-a|0||-");
         BOOST_TEST(o.paths[1] == "/s/bbbb-b|2|/s/cccc-c.drv|sig");
         BOOST_TEST(o.data == "firstsecond!!");
-        BOOST_TEST((o.nar_bytes == small_nar("first") + small_nar("second!!")));
+        BOOST_TEST((o.nar_bytes == one_file_nar("first") + one_file_nar("second!!")));
     }
 }
 
@@ -115,7 +109,7 @@ BOOST_AUTO_TEST_CASE(malformed_bundles) {
     // Wrong export magic after the first NAR.
     {
         auto bad = good;
-        auto at = 8 + small_nar("first").size();
+        auto at = 8 + one_file_nar("first").size();
         bad[at] = 'X';
         BOOST_TEST(rejected_at(bad) == at);
     }
@@ -123,7 +117,7 @@ BOOST_AUTO_TEST_CASE(malformed_bundles) {
     {
         std::string bad;
         bundle::append_item_begin(bad);
-        bad += small_nar("x");
+        bad += one_file_nar("x");
         wire::append_u64(bad, bundle::export_magic);
         wire::append_string(bad, "/s/p");
         wire::append_u64(bad, 0);
@@ -145,7 +139,7 @@ BOOST_AUTO_TEST_CASE(malformed_bundles) {
     {
         std::string bad;
         bundle::append_item_begin(bad);
-        bad += small_nar("x");
+        bad += one_file_nar("x");
         wire::append_u64(bad, bundle::export_magic);
         wire::append_string(bad, "/s/p");
         wire::append_u64(bad, 1ull << 40);

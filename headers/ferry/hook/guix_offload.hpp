@@ -6,10 +6,13 @@
 // stderr = one pipe back (the daemon reads lines until one starts with "# ",
 // passing the others to the client); fd 4 = the build log; cwd "/".
 //
-// Per request line: `# decline` when no machine of machines.scm matches the
-// system and features (offload.scm: no candidate), `# accept` when a machine was
-// chosen and its slot is held, `# postpone` otherwise (busy, overloaded, low on
-// disk, unreachable). After decline/postpone the next request comes on the same
+// Per request line, hook::choose_machine decides with Guix's policy
+// (schedule::daemon_kind::guix): `# decline` when no machine of machines.scm
+// matches the system and features (offload.scm: no candidate), `# accept` when a
+// machine was chosen and its slot is held, `# postpone` when candidates are busy,
+// overloaded or low on disk; when every candidate is down or backed off: decline
+// if the request says the daemon can build it itself, else postpone — with a
+// line naming each host and its error. After decline/postpone the next request comes on the same
 // stdin; after accept the daemon writes the inputs and outputs lines and closes
 // stdin, and this process offloads that one derivation and exits:
 //   0    outputs are valid in the local store (written and registered by ferry)
@@ -60,9 +63,10 @@ struct guix_offload_fds {
     int log = 4;  // build log
 };
 
+// Probe deadline, connect timeout, codec, state directory, log level, ... come
+// from ferry.conf (machines/ferry_conf.hpp; state-dir defaults to Guix's state
+// directory, where guix offload keeps its slot files).
 struct guix_offload_options {
-    std::chrono::milliseconds probe_deadline{3000};
-    std::chrono::milliseconds connect_timeout{30000};
     std::chrono::milliseconds progress_every{5000};  // also capped by MAX-SILENT-TIME / 3
 };
 

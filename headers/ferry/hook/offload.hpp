@@ -51,6 +51,7 @@
 #include <asio/awaitable.hpp>
 
 #include "ferry/codec/codec_spec.hpp"
+#include "ferry/machines/ferry_conf.hpp"
 #include "ferry/machines/machine.hpp"
 #include "ferry/protocol/hook_reply.hpp"
 #include "ferry/schedule/decision.hpp"
@@ -92,6 +93,10 @@ struct offload_settings {
     // the machine line's own values.
     ssh::ssh_command_options ssh_command_options;
 };
+
+// The knobs both front ends take from ferry.conf (a machine's section or the
+// global one); each front end then sets its daemon's own (store, state, ssh).
+offload_settings settings_from(const machines::settings& conf, schedule::daemon_kind daemon);
 
 // How to reach one machine over ssh (pinned key when the machine line has one).
 ssh::session_options session_options_for(const machines::machine& m, std::chrono::milliseconds connect_timeout);
@@ -136,6 +141,25 @@ struct offload_events {
     std::function<void(phase, const transfer::progress&)> progress;
 };
 
+// What an offload tells its events, each call a no-op when that event is unset.
+struct event_reporter {
+    offload_events events;
+
+    void say(log_level level, std::string_view text) const {
+        if (events.message) events.message(level, text);
+    }
+    void start(offload_events::phase p, std::size_t paths, std::uint64_t bytes) const {
+        if (events.phase_started) events.phase_started(p, paths, bytes);
+    }
+    void end(offload_events::phase p) const {
+        if (events.phase_ended) events.phase_ended(p);
+    }
+};
+
+// Awaits an offload's steps; returns what stopped them, if anything (the text of
+// the exception: every step's failure names its step and machine).
+asio::awaitable<std::optional<std::string>> failure_of(asio::awaitable<void> steps);
+
 struct offload_job {
     machines::machine machine;
     std::optional<schedule::probe_result> probe;  // from the choice (tools, cores)
@@ -166,5 +190,17 @@ struct offload_outcome {
 // and the step. The remote GC roots are removed on every path out.
 asio::awaitable<offload_outcome> offload_to_nix_machine(offload_job job, offload_settings settings,
                                                         offload_events events);
+
+// ferry's own limits on a remote build (both daemons' flows): the build's log sink
+// sets last_output as bytes come; build_watchdog completes once a limit is passed
+// (0 = none; never with both 0), with `why` ("timed out after N seconds [of
+// silence]"). Run it beside the build in a parallel group (wait_for_one) so that
+// its completion cancels the build.
+struct watchdog_state {
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point last_output = std::chrono::steady_clock::now();
+    std::string why;
+};
+asio::awaitable<void> build_watchdog(watchdog_state& st, std::uint64_t max_silent_time, std::uint64_t timeout);
 
 }  // namespace ferry::hook
