@@ -492,4 +492,119 @@ BOOST_AUTO_TEST_CASE(inputs_protected_by_serve_temp_roots) {
     BOOST_TEST(!f.valid_on_host(path), "still protected after finish()");
 }
 
+// (1)+(5) The issue's sizes: an input closure of 201 paths, one of them > 100 MB,
+// and an output > 100 MB coming back. The builder prints a line, then waits until
+// the test saw that line in nix-build's stderr before it goes on: the log must
+// reach nix-build while the build runs, not after it.
+BOOST_AUTO_TEST_CASE(large_closure_in_large_output_back_log_while_building) {
+    auto& f = hook_fixture::get();
+    auto n = nonce();
+    auto dir = f.local.directory() / ("large-" + n);
+    fs::create_directories(dir);
+    const auto big = dir / "big.bin";
+    {
+        std::mt19937_64 rng(std::random_device{}());
+        std::ofstream out(big, std::ios::binary);
+        std::vector<std::uint64_t> block(1 << 17);  // 1 MiB
+        for (int i = 0; i < 110; ++i) {
+            for (auto& w : block) w = rng();
+            out.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(block.size() * 8));
+        }
+    }
+    const auto go = fs::path("/tmp") / ("ferry-hook-go-" + n);
+    auto expr = f.write_expr("large-" + n, fmt::format(R"(
+let
+  small = builtins.genList (i: builtins.toFile "ferry-small-${{toString i}}-{1}" "small ${{toString i}} {1}\n") 200;
+  big = builtins.path {{ path = {0}; name = "ferry-big-{1}"; }};
+in derivation {{
+  name = "ferry-large-{1}"; system = "x86_64-linux"; builder = "/bin/sh";
+  inherit small big;
+  args = [ "-c" "echo ferry-early-{1}; i=0; while [ ! -e {2} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 7; /bin/sleep 0.1; done; /bin/mkdir $out; /bin/cat $big $big > $out/twice; for p in $small; do /bin/cat $p; done > $out/small; echo ferry-late-{1}" ];
+}}
+)",
+                                                              big.string(), n, go.string()));
+    const auto live_err = dir / "stderr";
+    auto cmd = f.env.nix_build_command(expr, f.host.nix_machine_line(), "--max-jobs 0") + " 2>" + live_err.string();
+    auto build = std::async(std::launch::async, [&] {
+        build_run r;
+        r.status = f.local.run(cmd, &r.out);
+        return r;
+    });
+    // The early line, while the builder waits (up to 60 s) for us.
+    bool seen = false;
+    for (int i = 0; i < 600 && !seen; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::ifstream in(live_err);
+        seen = std::string(std::istreambuf_iterator<char>(in), {}).find("ferry-early-" + n) != std::string::npos;
+    }
+    std::ofstream(go) << "go\n";
+    auto r = build.get();
+    std::ifstream in(live_err);
+    r.err.assign(std::istreambuf_iterator<char>(in), {});
+    BOOST_TEST(seen, "the builder's first line did not reach nix-build while the build ran: " << r.err);
+    auto out = f.require_built_remotely(r);
+    const auto late = r.err.find("ferry-late-" + n), early = r.err.find("ferry-early-" + n);
+    BOOST_TEST((early != std::string::npos && late != std::string::npos && early < late), r.err);
+    // --verify-path above rehashed the 220 MB output; its content is the input twice.
+    std::string sizes, small;
+    BOOST_TEST(f.local.run("/usr/bin/stat -c %s " + out + "/twice " + big.string(), &sizes) == 0);
+    BOOST_TEST(sizes == fmt::format("{0}\n{1}\n", 2 * fs::file_size(big), fs::file_size(big)));
+    const auto size = std::to_string(fs::file_size(big));
+    BOOST_TEST(f.local.run("/usr/bin/cmp -n " + size + " " + out + "/twice " + big.string() + " && /usr/bin/cmp -i " +
+                           size + ":0 " + out + "/twice " + big.string()) == 0);
+    BOOST_TEST(f.local.run("/bin/cat " + out + "/small", &small) == 0);
+    BOOST_TEST(lines_of(small).size() == 200u);
+    BOOST_TEST(small.find("small 199 " + n) != std::string::npos);
+    BOOST_TEST(f.remote_roots().empty());
+    fs::remove_all(dir);
+    fs::remove(go);
+}
+
+// (6) The same hook behind a running nix-daemon (NIX_REMOTE=daemon): the daemon
+// starts ferry with its own settings and environment, the client only talks to it.
+BOOST_AUTO_TEST_CASE(offload_through_a_running_nix_daemon) {
+    auto& f = hook_fixture::get();
+    auto n = nonce();
+    const auto dir = f.local.directory() / ("daemon-" + n);
+    fs::create_directories(dir);
+    const auto pid_file = dir / "daemon.pid";
+    // nix-daemon's own options: the hook, the builders, never build locally.
+    BOOST_TEST_REQUIRE(
+        f.local.run(fmt::format("FERRY_CONFIG={} /usr/bin/setsid /usr/bin/nix-daemon --option build-hook {} "
+                                "--option builders {} --option max-jobs 0 --option substituters '' "
+                                "</dev/null >{}/daemon.log 2>&1 & echo $! > {}",
+                                f.env.conf.string(), hook_path, sh_quote(f.host.nix_machine_line()), dir.string(),
+                                pid_file.string())) == 0);
+    pid_t daemon = 0;
+    std::ifstream(pid_file) >> daemon;
+    BOOST_TEST_REQUIRE(daemon > 0);
+    struct stop_daemon {
+        pid_t pid;
+        ~stop_daemon() {
+            ::kill(pid, SIGTERM);
+            for (int i = 0; i < 50 && !process_gone(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (!process_gone(pid)) ::kill(pid, SIGKILL);
+        }
+    } stop{daemon};
+    auto expr = f.write_expr("daemon-" + n, fmt::format(R"(
+derivation {{ name = "ferry-daemon-{0}"; system = "x86_64-linux"; builder = "/bin/sh";
+  args = [ "-c" "echo ferry-via-daemon-{0}; echo built-{0} > $out" ]; }}
+)",
+                                                         n));
+    build_run r;
+    // The socket appears when the daemon is ready.
+    for (int i = 0; i < 100 && f.local.run("/usr/bin/test -S /nix/var/nix/daemon-socket/socket") != 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    r.status = f.local.run("NIX_REMOTE=daemon /usr/bin/nix-build " + expr.string() + " --no-out-link", &r.out, &r.err);
+    std::ifstream log(dir / "daemon.log");
+    BOOST_TEST_MESSAGE("daemon log: " << std::string(std::istreambuf_iterator<char>(log), {}));
+    auto out = f.require_built_remotely(r);
+    std::string content;
+    BOOST_TEST(f.local.run("/bin/cat " + out, &content) == 0);
+    BOOST_TEST(content == "built-" + n + "\n");
+    BOOST_TEST(r.err.find("ferry-via-daemon-" + n) != std::string::npos, r.err);  // the log, through the daemon
+    BOOST_TEST(f.remote_roots().empty());
+    fs::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
