@@ -4,7 +4,10 @@
 #include "ferry/cli/ops_test.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstdlib>
+#include <iterator>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -15,16 +18,26 @@
 #include <CLI/CLI.hpp>
 #include <asio.hpp>
 #include <fmt/core.h>
+#include <sqlite3.h>
 
 #include "ferry/cli/ops_runner.hpp"
 #include "ferry/cli/ops_scratch_store.hpp"
 #include "ferry/cli/ops_target.hpp"
 #include "ferry/codec/commands.hpp"
 #include "ferry/codec/compressor.hpp"
+#include "ferry/hook/guix_offload.hpp"
+#include "ferry/machines/ferry_conf.hpp"
+#include "ferry/machines/locate.hpp"
+#include "ferry/protocol/export_bundle.hpp"
+#include "ferry/protocol/nar.hpp"
 #include "ferry/remote/command.hpp"
+#include "ferry/remote/guix_remote.hpp"
 #include "ferry/remote/serve_connection.hpp"
 #include "ferry/ssh/quote.hpp"
 #include "ferry/store/database.hpp"
+#include "ferry/store/guix_signature.hpp"
+#include "ferry/store/hash.hpp"
+#include "ferry/store/importer.hpp"
 #include "ferry/transfer/receive.hpp"
 #include "ferry/transfer/send.hpp"
 #include "ferry/util/error.hpp"
@@ -38,11 +51,16 @@ using std::chrono::milliseconds;
 // What every machine's check shares: the throwaway store and its item.
 struct test_context {
     std::optional<scratch_store> scratch;
+    store::store_config local;             // the scratch store's config (its database inside it)
     std::string scratch_error;             // why there is no scratch store
     std::unique_ptr<store::temp_roots> roots;  // one per process: Nix's file is per pid
     std::string item;                      // the fresh local item every machine imports
     std::string nonce;
     milliseconds step_deadline{30000};
+    // Guix machines: the local Guix's directories (store, config: signing key,
+    // ACL) and ferry.conf (guix-program, remote-state-dir), as the hook takes them.
+    std::optional<hook::guix_environment> guix;
+    machines::ferry_conf conf;
 };
 
 struct test_row {
@@ -109,12 +127,26 @@ asio::awaitable<std::uint64_t> check_nix_store(ssh::session& s, const ops_target
     co_return server;
 }
 
-asio::awaitable<void> check_guix_store(ssh::session& s, const test_context& ctx) {
-    auto version = co_await run(s, "guix --version", ctx.step_deadline);
-    if (!version.status.success()) fail(describe_failure("`guix --version`", version));
+// The machine as the hook reaches it: ferry.conf's guix-program and
+// remote-state-dir, the local store directory (Guix has one for all machines).
+remote::guix_remote_options guix_options(const ops_target& t, const test_context& ctx) {
+    auto c = ctx.conf.for_machine(t.name);
+    remote::guix_remote_options o;
+    o.guix_program = c.guix_program;
+    o.store_dir = ctx.guix ? ctx.guix->store_dir : t.remote.store_dir;
+    o.state_dir = c.remote_state_dir;
+    return o;
+}
+
+asio::awaitable<void> check_guix_store(ssh::session& s, const remote::guix_remote_options& o,
+                                       const test_context& ctx) {
+    const std::string guix = ssh::shell_quote(o.guix_program);
+    auto version = co_await run(s, guix + " --version", ctx.step_deadline);
+    if (!version.status.success()) fail(describe_failure(fmt::format("`{} --version`", o.guix_program), version));
     // `guix archive --missing` with no input connects to the machine's daemon.
-    auto missing = co_await run(s, "guix archive --missing", ctx.step_deadline);
-    if (!missing.status.success()) fail(describe_failure("`guix archive --missing`", missing));
+    auto missing = co_await run(s, guix + " archive --missing", ctx.step_deadline);
+    if (!missing.status.success())
+        fail(describe_failure(fmt::format("`{} archive --missing`", o.guix_program), missing));
 }
 
 // --- decompressors -----------------------------------------------------------
@@ -225,6 +257,108 @@ asio::awaitable<std::string> check_export(ssh::session& s, const ops_target& t, 
     co_return path;
 }
 
+// --- import / export, Guix ------------------------------------------------------
+// As `guix offload test` (offload.scm assert-machine-is-healthy): a fresh text item
+// sent to the machine, signed as the local daemon would sign it (the machine's
+// `guix archive --import` takes only items signed by a key of its ACL), then
+// exported back and restored locally after its signature verified against the
+// local ACL, as the hook restores outputs.
+
+// Nix/Guix makeTextPath for an item without references (store-api.cc).
+std::string text_store_path(const std::string& store_dir, const std::string& name, const std::string& content) {
+    auto fingerprint = fmt::format("text:sha256:{}:{}:{}", store::to_base16(store::sha256_of(content)), store_dir, name);
+    auto full = store::sha256_of(fingerprint);
+    std::array<unsigned char, 20> compressed{};
+    for (std::size_t i = 0; i < full.size(); ++i) compressed[i % compressed.size()] ^= full[i];
+    return store_dir + "/" + store::to_nix_base32(compressed) + "-" + name;
+}
+
+// The local machine's key (`guix archive --generate-key`); never quoted in messages.
+std::string read_signing_key(const test_context& ctx, std::filesystem::path& file) {
+    file = ctx.guix->config_dir / "signing-key.sec";
+    std::ifstream in(file, std::ios::binary);
+    std::string key;
+    if (in) key.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (key.empty())
+        fail(fmt::format("cannot read the local signing key {} (Guix machines import only items signed by a key "
+                         "in their ACL; make one with `guix archive --generate-key`, and authorize its .pub there)",
+                         file.string()),
+             errc::bad_input);
+    return key;
+}
+
+asio::awaitable<std::string> check_guix_import(ssh::session& s, const ops_target& t,
+                                               const remote::guix_remote_options& o, test_context& ctx,
+                                               codec::codec_spec codec) {
+    std::filesystem::path key_file;
+    const std::string key = read_signing_key(ctx, key_file);
+    const std::string name = "ferry-test-import-" + ctx.nonce;
+    const std::string content = fmt::format("ferry test import {} {}\n", t.name, ctx.nonce);
+    const std::string path = text_store_path(o.store_dir, name, content);
+    protocol::export_bundle::item_trailer trailer;
+    trailer.path = path;  // no references, no deriver, as add-text-to-store makes it
+    std::string bundle = store::guix_signed_export_item(protocol::nar::regular_file_nar(content), trailer, key, key_file.string());
+    protocol::export_bundle::append_end(bundle);
+    if (codec.kind != codec::codec_kind::none) bundle = compress_locally(codec.kind, bundle);
+    auto imported = co_await run(s, remote::guix_import_command(o, codec.kind), ctx.step_deadline, std::move(bundle));
+    if (!imported.status.success())
+        fail(describe_failure(fmt::format("`{} archive --import` of {} (signed with {})", o.guix_program, path,
+                                          key_file.string()),
+                              imported));
+    auto missing = co_await run(s, remote::guix_missing_command(o), ctx.step_deadline, path + "\n");
+    if (!missing.status.success())
+        fail(describe_failure(fmt::format("after sending {}, `{} archive --missing`", path, o.guix_program), missing));
+    if (missing.out.find(path) != std::string::npos)
+        fail(fmt::format("after sending {}, `{} archive --missing` on the machine still lists it", path,
+                         o.guix_program));
+    co_return path;
+}
+
+asio::awaitable<void> check_guix_export(ssh::session& s, const ops_target& t, const remote::guix_remote_options& o,
+                                        test_context& ctx, codec::codec_spec codec, const std::string& path) {
+    store::store_database db(ctx.local);
+    auto acl = store::load_guix_acl(ctx.guix->config_dir);
+    store::bundle_importer importer(db, *ctx.roots);
+    store::guix_signed_bundle_filter verify(acl, [&](std::string_view bytes) { importer.feed(bytes); },
+                                            fmt::format("the export of {}", t.name));
+    remote::guix_build_machine m(s, o);
+    std::vector<std::string> paths{path};
+    remote::guix_progress_fn no_progress;
+    co_await m.receive(std::move(paths), codec, [&](std::string_view bytes) { verify.feed(bytes); }, no_progress,
+                       ctx.step_deadline);
+    verify.finish();
+    importer.finish();
+    if (!db.is_valid(path)) fail(fmt::format("{} is not valid in the local store after receiving it", path));
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream got;
+    got << in.rdbuf();
+    if (got.str() != fmt::format("ferry test import {} {}\n", t.name, ctx.nonce))
+        fail(fmt::format("{} came back with different content", path), errc::bad_input);
+}
+
+asio::awaitable<void> test_guix_transfers(ssh::session& s, const ops_target& t, const remote::guix_remote_options& o,
+                                          test_context& ctx, codec::codec_spec codec, test_row& row) {
+    if (!ctx.scratch) fail(ctx.scratch_error, errc::unsupported);
+    std::string path;
+    std::exception_ptr error;
+    try {
+        path = co_await check_guix_import(s, t, o, ctx, codec);
+        row.step = "export";
+        co_await check_guix_export(s, t, o, ctx, codec, path);
+    } catch (...) {
+        error = std::current_exception();
+    }
+    // Leave nothing behind on the machine (best effort: unreferenced, so deletable).
+    if (!path.empty() && s.is_open()) {
+        try {
+            co_await remote::run_command(
+                s, ssh::shell_quote(o.guix_program) + " gc --delete " + ssh::shell_quote(path), ctx.step_deadline);
+        } catch (...) {
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
+
 // --- one machine -------------------------------------------------------------
 
 asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_row& row) {
@@ -243,8 +377,9 @@ asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_
 
     row.step = "store";
     std::uint64_t server_version = 0;
+    const auto guix = guix_options(t, ctx);
     if (t.from_guix_file)
-        co_await check_guix_store(s, ctx);
+        co_await check_guix_store(s, guix, ctx);
     else
         server_version = co_await check_nix_store(s, t, ctx);
 
@@ -253,16 +388,17 @@ asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_
 
     if (t.from_guix_file) {
         row.step = "import";
-        fail("checking imports into Guix machines is not implemented yet (needs the local guix to sign the "
-             "archive)",
-             errc::unsupported);
+        co_await test_guix_transfers(s, t, guix, ctx, codec, row);
+        s.close();
+        row.step.clear();
+        co_return;
     }
 
     row.step = "import";
     if (!ctx.scratch) fail(ctx.scratch_error, errc::unsupported);
     // A connection of its own per machine: the store database is not shared across
     // the machines' pipelines (their threads would race on it).
-    store::store_database db(ctx.scratch->config());
+    store::store_database db(ctx.local);
     std::vector<std::string> made;
     std::exception_ptr error;
     try {
@@ -287,7 +423,52 @@ asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_
     row.step.clear();
 }
 
+// Guix's schema (nix/libstore/schema.sql): an empty database for the scratch store.
+void create_guix_database(const std::string& file) {
+    std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db,
+                          "pragma journal_mode=wal;"
+                          "create table ValidPaths (id integer primary key autoincrement not null, path text unique "
+                          "not null, hash text not null, registrationTime integer not null, deriver text, narSize "
+                          "integer);"
+                          "create table Refs (referrer integer not null, reference integer not null, primary key "
+                          "(referrer, reference));"
+                          "create table DerivationOutputs (drv integer not null, id text not null, path text not "
+                          "null, primary key (drv, id));",
+                          nullptr, nullptr, nullptr);
+    std::string why = rc == SQLITE_OK ? "" : (db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    if (!why.empty()) fail(fmt::format("creating {}: {}", file, why), errc::bad_input);
+}
+
+// Guix: the local Guix's store and state directories, covered by the scratch
+// store; its database inside it, whatever GUIX_DATABASE_DIRECTORY says.
+void prepare_guix_scratch(test_context& ctx) {
+    auto real = store::store_config::make(store::store_flavour::guix, ctx.guix->store_dir, ctx.guix->state_dir);
+    ctx.scratch.emplace(scratch_store::create(real));
+    ctx.local = ctx.scratch->config();
+    ctx.local.database_path = ctx.local.state_dir + "/db/db.sqlite";
+    create_guix_database(ctx.local.database_path);
+    ctx.roots = std::make_unique<store::temp_roots>(ctx.local);
+}
+
+void prepare_guix(test_context& ctx) {
+    auto env = machines::environment::from_process();
+    ctx.guix = hook::guix_environment::from([](const char* name) { return std::getenv(name); });
+    ctx.conf = machines::load_ferry_conf(env, ctx.guix->state_dir.string());
+    try {
+        prepare_guix_scratch(ctx);
+    } catch (const std::exception& e) {
+        ctx.scratch_error = fmt::format("cannot make a throwaway local store: {}", e.what());
+        ctx.scratch.reset();
+    }
+}
+
 void prepare_scratch(test_context& ctx, const std::vector<ops_target>& targets) {
+    if (!targets.empty() && targets.front().from_guix_file) return prepare_guix(ctx);  // one file, one kind
     bool needs_nix = std::any_of(targets.begin(), targets.end(), [](const ops_target& t) { return !t.from_guix_file; });
     if (!needs_nix) return;
     try {
@@ -296,6 +477,7 @@ void prepare_scratch(test_context& ctx, const std::vector<ops_target>& targets) 
         if (!targets.empty()) real = store::store_config::make(real.flavour, targets.front().remote.store_dir,
                                                                real.state_dir);
         ctx.scratch.emplace(scratch_store::create(real));
+        ctx.local = ctx.scratch->config();
         ctx.item = ctx.scratch->add_text("ferry-test-import-" + ctx.nonce, "ferry test import " + ctx.nonce + "\n");
         ctx.roots = std::make_unique<store::temp_roots>(ctx.scratch->config());
     } catch (const std::exception& e) {

@@ -256,6 +256,15 @@ void append_regular_end(std::string& out, std::uint64_t size) {
     wire::append_string(out, ")");
 }
 
+std::string regular_file_nar(std::string_view contents, bool executable) {
+    std::string out;
+    append_magic(out);
+    append_regular_header(out, executable, contents.size());
+    out += contents;
+    append_regular_end(out, contents.size());
+    return out;
+}
+
 void append_symlink(std::string& out, std::string_view target) {
     wire::append_string(out, "(");
     wire::append_string(out, "type");

@@ -42,7 +42,7 @@ using clock = std::chrono::steady_clock;
 
 // Reads the command's stderr to its end (into tail and sink). channel::wait()
 // discards what was not read yet, so everything is read before waiting.
-asio::awaitable<void> drain_stderr(ssh::channel& ch, stderr_tail& tail, const log_sink& sink) {
+asio::awaitable<void> read_stderr_to_end(ssh::channel& ch, stderr_tail& tail, const log_sink& sink) {
     std::string buf(16384, '\0');
     for (;;) {
         auto n = co_await ch.read(asio::buffer(buf), ssh::stream::err);
@@ -234,7 +234,7 @@ asio::awaitable<std::uint64_t> guix_build_machine::send(std::string local_guix, 
         ch.close();
         std::rethrow_exception(error);
     }
-    co_await drain_stderr(ch, remote_err, {});
+    co_await read_stderr_to_end(ch, remote_err, {});
     auto status = co_await ch.wait();
     if (!status.success())
         throw failure(errc::remote_failed,
@@ -256,7 +256,7 @@ asio::awaitable<guix_build_machine::build_outcome> guix_build_machine::build(std
     try {
         // The log is the whole stderr; stdout (the output file names, a few lines)
         // stays buffered and is discarded by wait().
-        co_await drain_stderr(ch, tail, log);
+        co_await read_stderr_to_end(ch, tail, log);
         outcome.status = co_await ch.wait();
     } catch (...) {
         ch.close();  // hang up: the remote guix build must not outlive us
@@ -315,7 +315,7 @@ asio::awaitable<std::uint64_t> guix_build_machine::receive(std::vector<std::stri
         ch.close();
         throw failure(f.code(), fmt::format("{} (receiving from `{}`{})", f.what(), command, tail.quote()));
     }
-    co_await drain_stderr(ch, tail, {});
+    co_await read_stderr_to_end(ch, tail, {});
     auto status = co_await ch.wait();
     if (!status.success() || contains(tail.text(), "ferry: export failed"))
         throw failure(errc::remote_failed,

@@ -50,6 +50,7 @@ asio::awaitable<serve::serve_client::reply> read_reply(serve_state& st) {
         }
         std::size_t n = co_await st.ch.read(asio::buffer(buf));
         if (n == 0) {
+            co_await st.tail.wait_complete(stderr_grace);
             std::string message;
             st.client.end_of_stream(message);
             throw failure(errc::remote_failed, fmt::format("{}: `{}`: {}{}", st.host, st.ch.command(), message,

@@ -3,6 +3,8 @@
 #include <array>
 #include <chrono>
 
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 
 namespace ferry::remote {
@@ -15,6 +17,20 @@ void stderr_tail::append(std::string_view bytes) {
     }
     text_.append(bytes);
     if (text_.size() > limit_) text_.erase(0, text_.size() - limit_);
+}
+
+void stderr_tail::mark_complete() {
+    complete_ = true;
+    if (waiter_) waiter_->cancel();
+}
+
+asio::awaitable<void> stderr_tail::wait_complete(std::chrono::milliseconds limit) {
+    if (complete_) co_return;
+    asio::steady_timer timer(co_await asio::this_coro::executor, limit);
+    waiter_ = &timer;
+    std::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    waiter_ = nullptr;
 }
 
 std::string stderr_tail::quote() const {
@@ -47,8 +63,14 @@ asio::awaitable<void> pump_stderr(ssh::channel& ch, stderr_tail& tail, log_sink 
         tail.append(bytes);
         if (sink) co_await sink(bytes);
     }
+    tail.mark_complete();
     asio::steady_timer forever(co_await asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
     co_await forever.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<void> drain_stderr(ssh::channel& ch, stderr_tail& tail, std::chrono::milliseconds limit) {
+    using namespace asio::experimental::awaitable_operators;
+    co_await (pump_stderr(ch, tail, {}) || tail.wait_complete(limit));
 }
 
 }  // namespace ferry::remote

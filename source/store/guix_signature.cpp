@@ -10,6 +10,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include <fmt/core.h>
 
@@ -396,6 +397,86 @@ bool ecdsa_ed25519_verify(const sha256_digest& hash, std::string_view r_bytes, s
     return BN_cmp(v.get(), r.get()) == 0;
 }
 
+bool has_flag(const sexp* s, std::string_view flag);
+
+// ------------------------------------------------------------------ signing
+
+// libgcrypt prints an MPI atom (%M) as its big-endian bytes, with a leading 0 when
+// the top bit is set (so it does not read as negative).
+std::string mpi_atom(const BIGNUM* v) {
+    std::string bytes(static_cast<std::size_t>(BN_num_bytes(v)), '\0');
+    BN_bn2bin(v, reinterpret_cast<unsigned char*>(bytes.data()));
+    if (bytes.empty() || (static_cast<unsigned char>(bytes[0]) & 0x80) != 0) bytes.insert(bytes.begin(), '\0');
+    return bytes;
+}
+
+std::string hex_atom(std::string_view bytes) {
+    std::string hex = to_base16(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+    std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return std::toupper(c); });
+    return "#" + hex + "#";
+}
+
+struct ed25519_secret_key {
+    std::string q;  // the public key's atom, as the key file has it
+    bn d;
+};
+
+// (private-key (ecc (curve Ed25519) (flags rfc6979)? (q #..#) (d #..#))), as
+// `guix archive --generate-key` writes signing-key.sec. Messages never quote it.
+ed25519_secret_key parse_secret_key(std::string_view text, std::string_view origin, const edwards25519& c) {
+    auto bad = [&](std::string_view why) {
+        return failure(errc::bad_input,
+                       fmt::format("{}: {} (expected a Guix signing key: (private-key (ecc (curve Ed25519) "
+                                   "(q ...) (d ...))), as `guix archive --generate-key` makes)",
+                                   origin, why));
+    };
+    sexp key;
+    try {
+        key = parse_sexp(text, origin);
+    } catch (const failure& e) {
+        throw bad(fmt::format("not an S-expression ({})", e.what()));
+    }
+    const sexp* pk = key.atom_at(0) && *key.atom_at(0) == "private-key" ? &key : nullptr;
+    const sexp* ecc = pk ? pk->find("ecc") : nullptr;
+    const sexp* curve = ecc ? ecc->find("curve") : nullptr;
+    const sexp* q = ecc ? ecc->find("q") : nullptr;
+    const sexp* d = ecc ? ecc->find("d") : nullptr;
+    if (!pk) throw bad("not a (private-key ...)");
+    if (!ecc || !curve || !curve->atom_at(1)) throw bad("not an (ecc (curve ...)) key (RSA keys are not supported)");
+    if (*curve->atom_at(1) != "Ed25519") throw bad("not on the Ed25519 curve");
+    if (has_flag(ecc, "eddsa")) throw bad("an EdDSA-flagged key (Guix's keys are ECDSA on Ed25519)");
+    if (!q || !q->atom_at(1) || !d || !d->atom_at(1)) throw bad("no (q ...) or no (d ...)");
+    // libgcrypt makes d as X25519 clamps a scalar (bit 254 set, a multiple of 8),
+    // so above n: only d mod n matters (G has order n).
+    ed25519_secret_key k{*q->atom_at(1), bn_bytes(*d->atom_at(1))};
+    c.check(BN_nnmod(k.d.get(), k.d.get(), c.n.get(), c.ctx.get()));
+    if (BN_is_zero(k.d.get())) throw bad("d is 0 modulo the group order");
+    auto public_point = c.decode(k.q);
+    auto derived = c.multiply(k.d.get(), c.g);
+    if (!public_point || BN_cmp(public_point->x.get(), derived.x.get()) != 0 ||
+        BN_cmp(public_point->y.get(), derived.y.get()) != 0)
+        throw bad("its q is not d times the base point");
+    return k;
+}
+
+// libgcrypt _gcry_ecc_ecdsa_sign with a random k: r = (kG).x mod n,
+// s = k^-1 (e + r d) mod n, again while r or s is 0.
+std::pair<bn, bn> ecdsa_ed25519_sign(const sha256_digest& hash, const BIGNUM* d, const edwards25519& c) {
+    auto e = bn_bytes(std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size()));
+    c.check(BN_rshift(e.get(), e.get(), static_cast<int>(hash.size() * 8) - BN_num_bits(c.n.get())));
+    for (;;) {
+        auto k = make_bn();
+        c.check(BN_priv_rand_range(k.get(), c.n.get()));
+        if (BN_is_zero(k.get())) continue;
+        auto r = make_bn(), s = make_bn();
+        c.check(BN_nnmod(r.get(), c.multiply(k.get(), c.g).x.get(), c.n.get(), c.ctx.get()));
+        if (BN_is_zero(r.get())) continue;
+        c.check(BN_mod_add(s.get(), e.get(), c.mul(r.get(), d, c.n.get()).get(), c.n.get(), c.ctx.get()));
+        s = c.mul(c.inv(k.get(), c.n.get()).get(), s.get(), c.n.get());
+        if (!BN_is_zero(s.get())) return {std::move(r), std::move(s)};
+    }
+}
+
 bool has_flag(const sexp* s, std::string_view flag) {
     const sexp* f = s ? s->find("flags") : nullptr;
     if (!f) return false;
@@ -515,6 +596,31 @@ signature_check check_guix_signature(std::string_view signature, const sha256_di
     if (!ecdsa_ed25519_verify(hash, *r->atom_at(1), *s->atom_at(1), *q->atom_at(1)))
         return verdict(signature_status::invalid, "ECDSA/Ed25519 verification failed");
     return verdict(signature_status::valid, "");
+}
+
+// ------------------------------------------------------------------ signing
+
+std::string sign_guix_hash(const sha256_digest& hash, std::string_view secret_key_text, std::string_view origin) {
+    edwards25519 c;
+    auto key = parse_secret_key(secret_key_text, origin, c);
+    auto [r, s] = ecdsa_ed25519_sign(hash, key.d.get(), c);
+    const std::string_view h(reinterpret_cast<const char*>(hash.data()), hash.size());
+    return fmt::format("(signature (data (flags rfc6979) (hash sha256 {})) (sig-val (ecdsa (r {}) (s {}))) "
+                       "(public-key (ecc (curve Ed25519) (q {}))))",
+                       hex_atom(h), hex_atom(mpi_atom(r.get())), hex_atom(mpi_atom(s.get())), hex_atom(key.q));
+}
+
+std::string guix_signed_export_item(std::string_view nar, protocol::export_bundle::item_trailer trailer,
+                                    std::string_view secret_key_text, std::string_view origin) {
+    sha256 h;
+    h.update(nar);
+    h.update(guix_signed_trailer(trailer));
+    trailer.signature = sign_guix_hash(h.finish(), secret_key_text, origin);
+    std::string out;
+    protocol::export_bundle::append_item_begin(out);
+    out.append(nar);
+    protocol::export_bundle::append_item_trailer(out, trailer);
+    return out;
 }
 
 // ------------------------------------------------------------------- filter

@@ -129,6 +129,7 @@ asio::awaitable<transfer_report> receive_bundle(ssh::channel& ch, const std::str
     {
         store::bundle_importer importer(db, roots, io);
         first_error first;
+        std::exception_ptr cause;
         try {
             auto receiving = remote::with_stderr<void>(ch, receive_stage(st, wire), st.tail, options.remote_stderr);
             if (decompress)
@@ -139,8 +140,11 @@ asio::awaitable<transfer_report> receive_bundle(ssh::channel& ch, const std::str
                 paths = co_await (recorded(std::move(receiving), first) &&
                                   recorded(restore_stage(st, importer, wire), first));
         } catch (...) {
+            cause = first.error ? first.error : std::current_exception();
+        }
+        if (cause) {
+            co_await remote::drain_stderr(ch, st.tail, remote::stderr_grace);  // the exporter's last words
             ch.close();
-            std::exception_ptr cause = first.error ? first.error : std::current_exception();
             try {
                 std::rethrow_exception(cause);
             } catch (const failure& e) {

@@ -281,6 +281,7 @@ asio::awaitable<void> reply_stage(send_state& st) {
     std::uint64_t offset = 0;
     while (!hello || acks < st.items) {
         std::size_t n = co_await st.ch.read(asio::buffer(buf));
+        if (n == 0) co_await st.tail.wait_complete(remote::stderr_grace);
         if (n == 0)
             throw failure(errc::remote_failed,
                           fmt::format("{}: `{}` stopped answering after {} of {} paths (reply offset {}){}", st.host,

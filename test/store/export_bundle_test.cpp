@@ -4,7 +4,6 @@
 #include "ferry/protocol/nar.hpp"
 #include "ferry/protocol/wire.hpp"
 #include "ferry/util/error.hpp"
-#include "support/nar_bytes.hpp"
 
 namespace bundle = ferry::protocol::export_bundle;
 namespace nar = ferry::protocol::nar;
@@ -12,15 +11,15 @@ namespace wire = ferry::protocol::wire;
 
 namespace {
 
-using test_support::one_file_nar;
+using ferry::protocol::nar::regular_file_nar;
 
 std::string two_items() {
     std::string out;
     bundle::append_item_begin(out);
-    out += one_file_nar("first");
+    out += regular_file_nar("first");
     bundle::append_item_trailer(out, {"/s/aaaa-a", {}, "", std::nullopt});
     bundle::append_item_begin(out);
-    out += one_file_nar("second!!");
+    out += regular_file_nar("second!!");
     bundle::append_item_trailer(out, {"/s/bbbb-b", {"/s/aaaa-a", "/s/bbbb-b"}, "/s/cccc-c.drv", std::string("sig")});
     bundle::append_end(out);
     return out;
@@ -79,7 +78,7 @@ BOOST_AUTO_TEST_CASE(items_in_any_chunking) {
         BOOST_TEST(o.paths[0] == "/s/aaaa-a|0||-");
         BOOST_TEST(o.paths[1] == "/s/bbbb-b|2|/s/cccc-c.drv|sig");
         BOOST_TEST(o.data == "firstsecond!!");
-        BOOST_TEST((o.nar_bytes == one_file_nar("first") + one_file_nar("second!!")));
+        BOOST_TEST((o.nar_bytes == regular_file_nar("first") + regular_file_nar("second!!")));
     }
 }
 
@@ -109,7 +108,7 @@ BOOST_AUTO_TEST_CASE(malformed_bundles) {
     // Wrong export magic after the first NAR.
     {
         auto bad = good;
-        auto at = 8 + one_file_nar("first").size();
+        auto at = 8 + regular_file_nar("first").size();
         bad[at] = 'X';
         BOOST_TEST(rejected_at(bad) == at);
     }
@@ -117,7 +116,7 @@ BOOST_AUTO_TEST_CASE(malformed_bundles) {
     {
         std::string bad;
         bundle::append_item_begin(bad);
-        bad += one_file_nar("x");
+        bad += regular_file_nar("x");
         wire::append_u64(bad, bundle::export_magic);
         wire::append_string(bad, "/s/p");
         wire::append_u64(bad, 0);
@@ -139,7 +138,7 @@ BOOST_AUTO_TEST_CASE(malformed_bundles) {
     {
         std::string bad;
         bundle::append_item_begin(bad);
-        bad += one_file_nar("x");
+        bad += regular_file_nar("x");
         wire::append_u64(bad, bundle::export_magic);
         wire::append_string(bad, "/s/p");
         wire::append_u64(bad, 1ull << 40);

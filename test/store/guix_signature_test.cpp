@@ -4,10 +4,14 @@
 // pass means ferry agrees with the library guix-daemon trusts, not with itself.
 #include <boost/test/unit_test.hpp>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "ferry/protocol/export_bundle.hpp"
+#include "ferry/protocol/nar.hpp"
 #include "ferry/store/guix_signature.hpp"
 #include "ferry/util/error.hpp"
-#include "support/nar_bytes.hpp"
 
 namespace bundle = ferry::protocol::export_bundle;
 using ferry::store::check_guix_signature;
@@ -34,7 +38,7 @@ const bundle::item_trailer vector_trailer{"/gnu/store/0123456789abcdfghijklmnpqr
                                           "/gnu/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-ferry-vector.drv",
                                           std::nullopt};
 
-std::string vector_nar() { return test_support::one_file_nar("hello from guix\n"); }
+std::string vector_nar() { return ferry::protocol::nar::regular_file_nar("hello from guix\n"); }
 
 ferry::store::sha256_digest vector_item_hash() {
     ferry::store::sha256 h;
@@ -167,6 +171,86 @@ BOOST_AUTO_TEST_CASE(filter_holds_back_the_trailer_of_a_bad_item) {
     BOOST_TEST(passed.size() < bytes.size() - 8);
     BOOST_TEST(passed.find("ferry-vector") == std::string::npos);
     BOOST_TEST(filter.verified() == 0u);
+}
+
+// --- signing (ferry signs the items `ferry test` sends to a Guix machine) -----
+// A key as libgcrypt renders `guix archive --generate-key`'s: d a plain scalar,
+// q = dG in EdDSA's encoding with libgcrypt's 0x40 prefix. (Made in Python from
+// d = SHA-256("ferry test key") mod n; test_guix checks ferry's signatures with
+// libgcrypt itself.)
+const std::string test_d = "00F7A9BC3C4033C925B3CEFA5EBBA81E77CA7DF06D8375E37FA37432A1E0B8CB";
+const std::string test_q = "40A1309D2ABEFD95B7DEE7E55455777EFA73182EB519E3EEC9F872901999076730";
+const std::string test_secret =
+    "(private-key (ecc (curve Ed25519) (flags rfc6979) (q #" + test_q + "#) (d #" + test_d + "#)))\n";
+const std::string test_public = "(public-key (ecc (curve Ed25519) (q #" + test_q + "#)))";
+
+BOOST_AUTO_TEST_CASE(ferry_signature_verifies_and_fits_only_its_hash) {
+    const auto hash = vector_item_hash();
+    const auto sig = ferry::store::sign_guix_hash(hash, test_secret);
+    BOOST_TEST_INFO(sig);
+    auto check = check_guix_signature(sig, hash, acl_of(test_public));
+    BOOST_TEST_INFO(check.detail);
+    BOOST_TEST((check.status == signature_status::valid));
+    BOOST_TEST(sig.find("(data (flags rfc6979) (hash sha256 #" + vector_hash + "#))") != std::string::npos);
+    BOOST_TEST(sig.find(test_d) == std::string::npos);  // the secret never leaves
+    // A fresh k each time: another signature of the same hash, also valid.
+    const auto again = ferry::store::sign_guix_hash(hash, test_secret);
+    BOOST_TEST(again != sig);
+    BOOST_TEST((check_guix_signature(again, hash, acl_of(test_public)).status == signature_status::valid));
+    // Another item's hash: mismatch; the signature text rewritten to claim it: invalid.
+    auto other = ferry::store::sha256_of("some other item");
+    BOOST_TEST((check_guix_signature(sig, other, acl_of(test_public)).status == signature_status::hash_mismatch));
+    std::string forged = sig;
+    forged.replace(forged.find(vector_hash), vector_hash.size(), ferry::store::to_base16(other));
+    BOOST_TEST((check_guix_signature(forged, other, acl_of(test_public)).status == signature_status::invalid));
+    // libgcrypt's d is clamped like an X25519 scalar, above n: d + 4n is the same key.
+    const std::string big_d = "40F7A9BC3C4033C925B3CEFA5EBBA81ECB46656AF961E93CDFED009C15B8087F";
+    const auto big = ferry::store::sign_guix_hash(
+        hash, "(private-key (ecc (curve Ed25519) (q #" + test_q + "#) (d #" + big_d + "#)))");
+    BOOST_TEST((check_guix_signature(big, hash, acl_of(test_public)).status == signature_status::valid));
+    // Another machine's ACL: unauthorized.
+    BOOST_TEST((check_guix_signature(sig, hash, acl_of(vector_key)).status == signature_status::unauthorized_key));
+}
+
+BOOST_AUTO_TEST_CASE(signed_export_item_passes_the_filter) {
+    std::string bytes = ferry::store::guix_signed_export_item(vector_nar(), vector_trailer, test_secret);
+    bundle::append_end(bytes);
+    const auto acl = acl_of(test_public);
+    std::string passed;
+    ferry::store::guix_signed_bundle_filter filter(acl, [&](std::string_view b) { passed += b; }, "test bundle");
+    filter.feed(bytes);
+    filter.finish();
+    BOOST_TEST(filter.verified() == 1u);
+    BOOST_TEST(passed == bytes);
+}
+
+BOOST_AUTO_TEST_CASE(bad_secret_keys_are_named_not_quoted) {
+    const auto hash = vector_item_hash();
+    const std::string wrong_q = "(private-key (ecc (curve Ed25519) (q #" + vector_key.substr(vector_key.find('#') + 1, 64) +
+                                "#) (d #" + test_d + "#)))";
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {"", "not an S-expression"},
+        {"(private-key (ecc (curve Ed25519) (q #" + test_q + "#) (d #" + test_d + "#)", "not an S-expression"},
+        {test_public, "not a (private-key"},
+        {"(private-key (rsa (n #00C3#) (e #010001#) (d #" + test_d + "#)))", "RSA keys are not supported"},
+        {"(private-key (ecc (curve NIST P-256) (q #04#) (d #" + test_d + "#)))", "not on the Ed25519 curve"},
+        {"(private-key (ecc (curve Ed25519) (flags eddsa) (q #" + test_q + "#) (d #" + test_d + "#)))", "EdDSA"},
+        {"(private-key (ecc (curve Ed25519) (q #" + test_q + "#)))", "no (d ...)"},
+        {"(private-key (ecc (curve Ed25519) (q #" + test_q + "#) (d #00#)))", "d is 0 modulo the group order"},
+        {wrong_q, "q is not d times the base point"},
+    };
+    for (const auto& [text, expected] : cases) {
+        try {
+            ferry::store::sign_guix_hash(hash, text, "/etc/guix/signing-key.sec");
+            BOOST_ERROR("accepted: " << expected);
+        } catch (const ferry::failure& e) {
+            const std::string what = e.what();
+            BOOST_TEST_INFO(what);
+            BOOST_TEST(what.starts_with("/etc/guix/signing-key.sec: "));
+            BOOST_TEST(what.find(expected) != std::string::npos);
+            BOOST_TEST(what.find(test_d) == std::string::npos);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -105,6 +105,8 @@ void append_directory_begin(std::string& out);
 void append_entry_begin(std::string& out, std::string_view name);  // "entry" "(" "name" n "node"
 void append_entry_end(std::string& out);                            // ")"
 void append_directory_end(std::string& out);                        // ")"
+// The whole NAR of one regular file (what `nix-store --add` of a text file dumps).
+std::string regular_file_nar(std::string_view contents, bool executable = false);
 
 bool is_valid_entry_name(std::string_view name);
 

@@ -9,11 +9,12 @@
 //   GC roots: symlinks in <state>/gcroots/ferry-<random>/ (remote_roots), removed
 //   afterwards.
 //
-// `guix archive --import` refuses unsigned items, and ferry cannot sign: the bundle
-// sent must come from the LOCAL daemon's export, which signs with
-// /etc/guix/signing-key.sec (offload.scm's send-files asks the local daemon too).
-// So the send side runs the real local `guix archive --export` (local_export_argv)
-// and streams its output, compressed, into the remote import. The receive side
+// `guix archive --import` refuses unsigned items. The hook's uploads come from the
+// LOCAL daemon's export, which signs with /etc/guix/signing-key.sec (offload.scm's
+// send-files asks the local daemon too): the send side runs the real local
+// `guix archive --export` (local_export_argv) and streams its output, compressed,
+// into the remote import. (ferry signs by itself only `ferry test`'s throwaway
+// item, store/guix_signature.hpp, which needs read access to that key.) The receive side
 // restores the remote's export itself (store::bundle_importer), because the daemon
 // holds the outputs' locks (offload.scm: restore-file-set #:lock? #f).
 //

@@ -7,6 +7,7 @@
 // comes) and into a bounded tail that error messages quote.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -18,6 +19,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/deferred.hpp>
 #include <asio/experimental/parallel_group.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -40,15 +42,33 @@ public:
     std::string quote() const;
     std::size_t total() const { return total_; }
 
+    // The pump read stderr to its end.
+    void mark_complete();
+    // Waits until mark_complete, at most `limit`. An error composed when stdout
+    // ended must quote the stderr that came with it: SSH's EOF covers both
+    // streams, so by then libssh holds all of it, but the pump may not have read
+    // it yet.
+    asio::awaitable<void> wait_complete(std::chrono::milliseconds limit);
+
 private:
     std::size_t limit_;
     std::size_t total_ = 0;
     std::string text_;
+    bool complete_ = false;
+    asio::steady_timer* waiter_ = nullptr;  // the pending wait_complete, if any
 };
+
+// How long an error at stdout's end waits for the rest of stderr (wait_complete).
+inline constexpr std::chrono::milliseconds stderr_grace{2000};
 
 // Drains ch's stderr into tail and sink until cancelled. At EOF it keeps waiting
 // (for cancellation), so it never ends an operation it runs beside.
 asio::awaitable<void> pump_stderr(ssh::channel& ch, stderr_tail& tail, log_sink sink);
+
+// Reads what is left of ch's stderr into tail, until its end or `limit`: for an
+// error composed after the pump stopped (the operation it ran beside ended). At
+// the channel's EOF that is at once; a command still running costs `limit`.
+asio::awaitable<void> drain_stderr(ssh::channel& ch, stderr_tail& tail, std::chrono::milliseconds limit);
 
 // Runs op beside pump_stderr; returns op's result once op completes (either way),
 // cancelling the pump. A failing sink fails the operation.

@@ -1,6 +1,8 @@
 // Guix's signed export items, verified as guix-daemon does before it imports one
 // (nix/libstore/local-store.cc importPath -> `guix authenticate` verify ->
-// guix/pki.scm validate-signature), without Guix or libgcrypt.
+// guix/pki.scm validate-signature), without Guix or libgcrypt; and made as
+// guix-daemon's exportPath signs them (`guix authenticate` sign with
+// signing-key.sec), for `ferry test`'s import into a Guix machine.
 //
 // What is signed (local-store.cc exportPath): the SHA-256 of the item's bytes
 // from the first NAR byte through the deriver string, i.e.
@@ -82,6 +84,25 @@ signature_check check_guix_signature(std::string_view signature, const sha256_di
 
 // The bytes guix signs after the NAR: u64 magic, path, references, deriver.
 std::string guix_signed_trailer(const protocol::export_bundle::item_trailer& t);
+
+// Signs `hash` as `guix authenticate sign` does with signing-key.sec: libgcrypt
+// ECDSA on Ed25519 (e = the hash's leftmost 253 bits, a random k), returning
+//     (signature (data (flags rfc6979) (hash sha256 #..#))
+//                (sig-val (ecdsa (r #..#) (s #..#)))
+//                (public-key (ecc (curve Ed25519) (q #..#))))
+// with q as the secret key has it (the form check_guix_signature accepts; the
+// public key is built from the secret key's q, as libgcrypt renders signing-key.pub).
+// `secret_key_text` is (private-key (ecc (curve Ed25519) (flags rfc6979)? (q ..) (d ..))).
+// Throws failure(bad_input) "<origin>: <what is wrong> (expected ...)"; messages
+// never quote the key.
+std::string sign_guix_hash(const sha256_digest& hash, std::string_view secret_key_text,
+                           std::string_view origin = "signing key");
+
+// One export-bundle item (u64(1), the NAR, the trailer with flag 1 and the
+// signature) signed as guix-daemon's exportPath signs it; `trailer.signature`
+// is replaced. Append protocol::export_bundle::append_end after the last item.
+std::string guix_signed_export_item(std::string_view nar, protocol::export_bundle::item_trailer trailer,
+                                    std::string_view secret_key_text, std::string_view origin = "signing key");
 
 // Sits in front of an importer: feeds it the export bundle, but holds back each
 // item's trailer until the item's signature verified, so the importer (which

@@ -7,6 +7,15 @@
 //
 //   ferry-test-guix-sign keygen DIR           writes DIR/signing-key.{sec,pub}
 //   ferry-test-guix-sign export SEC PUB       stdin bundle -> stdout, each item signed
+//   ferry-test-guix-sign verify PUB HASHHEX SIGFILE
+//                                             exit 0 iff gcry_pk_verify accepts the
+//                                             signature text in SIGFILE for the SHA-256
+//                                             HASHHEX, made by the key PUB (as guix/pki.scm
+//                                             checks: key, hash, then the signature)
+//   ferry-test-guix-sign import-verify PUB    stdin bundle -> stdout unchanged, only if
+//                                             EVERY item is signed by PUB (a remote
+//                                             `guix archive --import` whose ACL is PUB);
+//                                             else nothing is written, exit 1
 #include <gcrypt.h>
 
 #include <cstdio>
@@ -104,6 +113,65 @@ void sign_export(const std::string& secret_file, const std::string& public_file)
     std::fflush(stdout);
 }
 
+std::string canonical(gcry_sexp_t s) {
+    std::string out(gcry_sexp_sprint(s, GCRYSEXP_FMT_CANON, nullptr, 0), '\0');
+    out.resize(gcry_sexp_sprint(s, GCRYSEXP_FMT_CANON, out.data(), out.size()));
+    return out;
+}
+
+// Empty when valid, else why not.
+std::string verify(const std::string& public_key, const ferry::store::sha256_digest& hash,
+                   const std::string& signature) {
+    sexp_ptr pub = parse(public_key), sig;
+    if (gcry_sexp_new(&sig.p, signature.data(), signature.size(), 1)) return "corrupt signature";
+    sexp_ptr data{gcry_sexp_find_token(sig.p, "data", 0)}, sig_val{gcry_sexp_find_token(sig.p, "sig-val", 0)},
+        key{gcry_sexp_find_token(sig.p, "public-key", 0)};
+    if (!data.p || !sig_val.p || !key.p) return "corrupt signature";
+    if (canonical(key.p) != canonical(pub.p)) return "unauthorized public key";
+    sexp_ptr h{gcry_sexp_find_token(data.p, "hash", 0)};
+    std::size_t n = 0;
+    const char* value = h.p ? gcry_sexp_nth_data(h.p, 2, &n) : nullptr;
+    if (!value || std::string(value, n) != std::string(reinterpret_cast<const char*>(hash.data()), hash.size()))
+        return "signed hash does not match";
+    if (gcry_error_t err = gcry_pk_verify(sig_val.p, data.p, pub.p))
+        return std::string("gcry_pk_verify: ") + gcry_strerror(err);
+    return {};
+}
+
+int verify_file(const std::string& public_file, const std::string& hash_hex, const std::string& signature_file) {
+    auto hash = ferry::store::parse_sha256(hash_hex);
+    if (!hash) throw std::runtime_error("not a SHA-256 in hex: " + hash_hex);
+    std::string why = verify(read_file(public_file), *hash, read_file(signature_file));
+    if (why.empty()) return 0;
+    std::cerr << "ferry-test-guix-sign (TEST SHIM): " << why << "\n";
+    return 1;
+}
+
+int import_verify(const std::string& public_file) {
+    const std::string public_key = read_file(public_file);
+    const std::string input{std::istreambuf_iterator<char>(std::cin), {}};
+    bundle::parser parser;
+    ferry::store::sha256 hash;
+    std::string_view rest = input;
+    while (!parser.done()) {
+        auto st = parser.next(rest);
+        rest.remove_prefix(st.consumed);
+        hash.update(st.nar_bytes);
+        if (st.consumed == 0 && !st.ev) break;
+        if (!st.ev || st.ev->type != bundle::event_type::item_end) continue;
+        const auto& t = *st.ev->trailer;
+        hash.update(ferry::store::guix_signed_trailer(t));
+        std::string why = t.signature ? verify(public_key, hash.finish(), *t.signature) : "not signed";
+        if (!why.empty()) {
+            std::cerr << "guix archive: error: TEST SHIM: " << t.path << ": " << why << "\n";
+            return 1;
+        }
+    }
+    parser.finish();
+    std::fwrite(input.data(), 1, input.size(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -113,8 +181,13 @@ int main(int argc, char** argv) try {
         keygen(argv[2]);
     } else if (cmd == "export" && argc == 4) {
         sign_export(argv[2], argv[3]);
+    } else if (cmd == "verify" && argc == 5) {
+        return verify_file(argv[2], argv[3], argv[4]);
+    } else if (cmd == "import-verify" && argc == 3) {
+        return import_verify(argv[2]);
     } else {
-        std::cerr << "usage: ferry-test-guix-sign keygen DIR | export SECRET PUBLIC\n";
+        std::cerr << "usage: ferry-test-guix-sign keygen DIR | export SECRET PUBLIC | verify PUBLIC HASHHEX "
+                     "SIGFILE | import-verify PUBLIC\n";
         return 2;
     }
     return 0;
