@@ -2,9 +2,10 @@
 // signature text of an exported item (libgcrypt S-expressions in any syntax) and
 // whole signed export bundles through guix_signed_bundle_filter. Byte 0 picks the
 // mode (even: one signature text; odd: a bundle) and, in bundle mode, the feed
-// chunk size. Invariants: only ferry::failure escapes; a signature is never
-// "valid" (no fuzz input carries a signature of the ACL's key over its hash);
-// the filter never passes on an item's trailer it did not verify.
+// chunk size. Invariants: only ferry::failure escapes; a lone signature text is
+// never "valid" (it would have to sign its own hash); the filter passes on no
+// more than it was fed. The bundle seeds carry libgcrypt's genuine signature of
+// the ACL's key, so mutations start from the path that verifies.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -50,7 +51,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         filter.finish();
     } catch (const ferry::failure&) {
     }
-    if (filter.verified() != 0) std::abort();
     if (passed > input.size()) std::abort();
     return 0;
 }
