@@ -12,6 +12,7 @@
 # the inputs to the local store are not.
 # FERRY_ARGS=-v (or -vv) adds ferry's step lines to $B/ferry.err, each prefixed with the seconds since the
 # build started (a timeline of one offload).
+# FERRY_CONF_EXTRA='parallel-import-streams = 4' appends lines to ferry's ferry.conf.
 # Usage: [FERRY=path/to/ferry] [MODE=closure|small|big] [RUNS=3] [CODEC=auto|none|zstd:1] [FERRY_ARGS=-v]
 #        bench/nix_hook_vs_build_remote.sh
 set -e
@@ -27,6 +28,7 @@ for i in $(seq 50); do [ -f $B/hosts/machines ] && break; sleep 0.2; done
 sleep 0.5
 printf 'substituters =\nsandbox = false\nbuild-users-group =\n' > $B/local/etc/nix/nix.conf
 printf 'state-dir = %s\ncodec = %s\n' $B/state ${CODEC:-auto} > $B/ferry.conf
+[ -z "$FERRY_CONF_EXTRA" ] || printf '%s\n' "$FERRY_CONF_EXTRA" >> $B/ferry.conf
 
 # Inputs for run $1 (a nonce in every path) and the expression of derivation $2 needing them.
 make_inputs() {

@@ -55,6 +55,9 @@ offload_settings settings_from(const machines::settings& conf, schedule::daemon_
     s.keepalive_interval = conf.keepalive_interval;
     s.min_free_bytes = conf.min_free_space;
     s.codec = codec::parse_codec_spec(conf.codec);
+    s.compression_threads = conf.compression_threads;
+    s.memory_budget = conf.memory_budget;
+    s.import_streams = conf.parallel_import_streams;
     s.daemon = daemon;
     return s;
 }
@@ -359,6 +362,9 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         start(offload_events::phase::send, missing.size(), missing_bytes);
         transfer::send_options so;
         so.codec = codec;
+        so.compress_threads = settings.compression_threads;
+        so.memory_budget = settings.memory_budget;
+        if (settings.import_streams) so.streams = settings.import_streams;
         so.remote = m.options();
         so.server_version = m.control().server_version();
         if (events.progress)
@@ -440,6 +446,7 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         store::temp_roots roots(config);
         transfer::receive_options ro;
         ro.codec = codec;
+        ro.memory_budget = settings.memory_budget;
         ro.remote = m.options();
         ro.locked_by_caller.insert(wanted.begin(), wanted.end());
         ro.expected = co_await remote_output_infos(m, wanted, uri);

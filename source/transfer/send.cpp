@@ -583,7 +583,8 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
     for (auto& wave : waves) {
         std::uint64_t bytes = 0;
         for (const auto& i : wave) bytes += i.nar_size;
-        if (streams < 2 || wave.size() < 2 || bytes < options.parallel_threshold) {
+        const bool big = bytes >= options.parallel_threshold || wave.size() >= options.parallel_min_paths;
+        if (streams < 2 || wave.size() < 2 || !big) {
             for (auto& i : wave) batch.push_back(std::move(i));
             continue;
         }
@@ -593,13 +594,15 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
             batch.clear();
             co_await run(std::move(one));
         }
-        // Largest first onto the least loaded stream.
+        // Largest first onto the least loaded stream; a path weighs its bytes plus
+        // what the remote's per-path import work is worth in bytes.
+        constexpr std::uint64_t per_path_weight = 256 << 10;
         std::sort(wave.begin(), wave.end(), [](auto& a, auto& b) { return a.nar_size > b.nar_size; });
         std::vector<std::vector<store::path_info>> groups(std::min<std::size_t>(streams, wave.size()));
         std::vector<std::uint64_t> load(groups.size(), 0);
         for (auto& i : wave) {
             auto k = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
-            load[k] += i.nar_size;
+            load[k] += i.nar_size + per_path_weight;
             groups[k].push_back(std::move(i));
         }
         co_await run(std::move(groups));

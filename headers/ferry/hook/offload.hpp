@@ -51,6 +51,7 @@
 #include <asio/awaitable.hpp>
 
 #include "ferry/codec/codec_spec.hpp"
+#include "ferry/codec/memory_budget.hpp"
 #include "ferry/machines/ferry_conf.hpp"
 #include "ferry/machines/machine.hpp"
 #include "ferry/protocol/hook_reply.hpp"
@@ -88,6 +89,11 @@ struct offload_settings {
     std::string remote_store_dir = "/nix/store";  // probed with df; the remote's store
     std::string remote_state_dir = "/nix/var/nix";
     codec::codec_spec codec{};  // auto: zstd:1 when the remote has zstd, else none
+    // ferry.conf compression-threads, memory-budget, parallel-import-streams
+    // (0 = the transfer layer's defaults: all local cores, 2 streams).
+    unsigned compression_threads = 0;
+    std::uint64_t memory_budget = codec::default_memory_budget;
+    unsigned import_streams = 0;
     schedule::daemon_kind daemon = schedule::daemon_kind::nix;
     // NIX_SSHOPTS as far as ferry honours it (ssh/ssh_options.hpp): applied after
     // the machine line's own values.

@@ -60,11 +60,14 @@ struct send_options {
     // Parallel import streams (docs/transfer.md: remote import is the floor, two
     // streams beat one). Paths are cut into topological waves (a wave's paths
     // reference only earlier waves or paths the remote has); a wave of at least
-    // parallel_threshold NAR bytes and two paths goes out on `streams` channels at
-    // once, after everything before it was acknowledged; smaller consecutive waves
-    // share one stream (one stream is ordered, so that is valid too).
+    // parallel_threshold NAR bytes (or parallel_min_paths paths: the remote's
+    // per-path import work — lock, restore, register — is what many small paths
+    // cost) and two paths goes out on `streams` channels at once, after
+    // everything before it was acknowledged; smaller consecutive waves share one
+    // stream (one stream is ordered, so that is valid too).
     unsigned streams = 2;
     std::uint64_t parallel_threshold = std::uint64_t{32} << 20;
+    std::size_t parallel_min_paths = 256;
     remote::log_sink remote_stderr;    // the remote's stderr as it comes (optional)
     // Every `interval` each stream reports its stage figures to on_interval, and
     // with codec zstd asks adjust_level for the next level, which the compressor
