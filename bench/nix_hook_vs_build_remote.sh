@@ -2,7 +2,8 @@
 # ferry-build-hook vs Nix 2.8's own build-remote: the same derivation shape, same run, two fresh test hosts
 # (host1: ferry, host2: Nix), one fresh local store (a private mount namespace). As root.
 #
-#   MODE=closure  ~100 MB input closure: 10 paths of /usr/lib binaries (default)
+#   MODE=closure  ~100 MB input closure: 10 paths of /usr/lib binaries (default); CLOSURE_MB=1000 for 1 GB
+#   LINK=1gbit|100mbit runs everything in a private network namespace whose lo is shaped (tc tbf)
 #   MODE=small    3000 small input paths (builtins.toFile), tiny output: per-path overhead
 #   MODE=big      300 MB in (one path of random bytes) / 300 MB out (the builder copies it)
 #
@@ -16,6 +17,16 @@
 # Usage: [FERRY=path/to/ferry] [MODE=closure|small|big] [RUNS=3] [CODEC=auto|none|zstd:1] [FERRY_ARGS=-v]
 #        bench/nix_hook_vs_build_remote.sh
 set -e
+if [ -n "$LINK" ] && [ -z "$FERRY_BENCH_IN_NETNS" ]; then
+  case $LINK in
+    1gbit) shape='rate 1gbit burst 256k' ;;
+    100mbit) shape='rate 100mbit burst 32k' ;;
+    *) echo "LINK must be 1gbit or 100mbit" >&2; exit 2 ;;
+  esac
+  self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+  exec env FERRY_BENCH_IN_NETNS=1 unshare -n sh -c "ip link set lo mtu 1500 && ip link set lo up &&
+    tc qdisc add dev lo root tbf $shape latency 200ms && exec sh '$self'"
+fi
 FERRY=${FERRY:-$(cd "$(dirname "$0")/.." && pwd)/build/ferry}
 HOOK=$(dirname $FERRY)/ferry-build-hook
 MODE=${MODE:-closure}; RUNS=${RUNS:-1}
@@ -36,9 +47,12 @@ make_inputs() {
   closure)
     if [ ! -d $B/in/p0 ]; then
       n=0; total=0
-      for f in $(find /usr/lib/x86_64-linux-gnu -maxdepth 1 -name '*.so*' -type f -size +100k -size -4M | sort); do
-        d=$B/in/p$((n % 10)); mkdir -p $d; cp $f $d/; n=$((n+1))
-        total=$((total + $(stat -c %s $f))); [ $total -gt 100000000 ] && break
+      # Shared libraries first (the default 100 MB), then whatever else /usr holds
+      # in binaries for bigger closures (CLOSURE_MB=1000: the issue's 1 GB).
+      for f in $( (find /usr/lib/x86_64-linux-gnu -maxdepth 1 -name '*.so*' -type f -size +100k -size -4M | sort
+                   find /usr/lib/llvm-14 /usr/lib/gcc /usr/bin /usr/libexec -type f -size +100k | sort) | awk '!seen[$0]++'); do
+        d=$B/in/p$((n % 10)); mkdir -p $d; cp $f $d/$n-$(basename $f); n=$((n+1))
+        total=$((total + $(stat -c %s $f))); [ $total -gt $((${CLOSURE_MB:-100} * 1000000)) ] && break
       done
       echo "inputs: $n files, $total bytes in 10 paths"
     fi

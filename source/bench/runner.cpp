@@ -201,7 +201,7 @@ public:
                 codec::codec_spec use = spec;
                 if (spec.is_auto()) {
                     status(fmt::format("{} auto: probing the link and the codecs", dir));
-                    auto choice = co_await transfer::probe_and_choose(*session_, paths_);
+                    auto choice = (co_await transfer::probe_and_choose(*session_, paths_)).choice;
                     use = choice.spec;
                     r.auto_reason = choice.reason;
                 }

@@ -251,6 +251,17 @@ codec::codec_spec pick_codec(const offload_settings& settings, const machines::m
     return {codec::codec_kind::none, 0};
 }
 
+// Codec auto with a sizeable send: the transfer layer measures the link (or takes
+// a recent measurement from the link cache), weighs codecs on a sample and adapts
+// the zstd level while streaming. Below this, 0.8 s of measuring is not worth it.
+constexpr std::uint64_t auto_measure_threshold = std::uint64_t{64} << 20;
+
+codec::codec_spec pick_send_codec(const offload_settings& settings, const offload_job& job,
+                                  std::uint64_t missing_bytes) {
+    if (settings.codec.is_auto() && missing_bytes >= auto_measure_threshold) return settings.codec;
+    return pick_codec(settings, job.machine, job.probe);
+}
+
 std::string read_text_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw failure(errc::bad_input, fmt::format("cannot read the derivation {}", path));
@@ -354,7 +365,9 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
     std::uint64_t missing_bytes = 0;
     for (const auto& p : missing)
         if (auto info = db.query_path_info(p)) missing_bytes += info->nar_size;
-    auto codec = pick_codec(settings, job.machine, job.probe);
+    auto codec = pick_send_codec(settings, job, missing_bytes);
+    std::optional<schedule::link_cache> links;
+    if (!settings.state_dir.empty()) links.emplace(settings.state_dir);
     say(log_level::talkative,
         fmt::format("ferry: {} of {} input paths missing on {} ({}), sending with {}", missing.size(),
                     job.inputs.size(), uri, megabytes(missing_bytes), codec::to_string(codec)));
@@ -365,6 +378,7 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         so.compress_threads = settings.compression_threads;
         so.memory_budget = settings.memory_budget;
         if (settings.import_streams) so.streams = settings.import_streams;
+        if (codec.is_auto() && links) so.link_bytes_per_s = links->fresh(schedule_machine_for(job.machine));
         so.remote = m.options();
         so.server_version = m.control().server_version();
         if (events.progress)
@@ -375,6 +389,13 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
             throw failure(e.code(), fmt::format("sending inputs: {}", e.what()));
         }
         end(offload_events::phase::send);
+        if (codec.is_auto()) {
+            // What auto resolved to serves the outputs too (the same link back).
+            codec = codec::parse_codec_spec(outcome.sent.codec);
+            if (links && outcome.sent.link_bytes_per_s > 0)
+                links->store(schedule_machine_for(job.machine), outcome.sent.link_bytes_per_s);
+            say(log_level::talkative, fmt::format("ferry: auto: {}", outcome.sent.auto_reason));
+        }
         say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s", outcome.sent.paths,
                                               megabytes(outcome.sent.nar_bytes), megabytes(outcome.sent.wire_bytes),
                                               outcome.sent.seconds()));

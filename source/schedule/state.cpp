@@ -181,4 +181,27 @@ void probe_cache::forget(const machine& m) {
     fs::remove(file(m), ec);  // none stored is fine
 }
 
+link_cache::link_cache(fs::path state_dir, wall_clock clock, std::chrono::milliseconds ttl)
+    : dir_(std::move(state_dir) / "ferry" / "link"), clock_(std::move(clock)), ttl_(ttl) {}
+
+fs::path link_cache::file(const machine& m) const { return dir_ / machine_key(m); }
+
+std::optional<double> link_cache::fresh(const machine& m) const {
+    auto j = read_json(file(m));
+    if (!j) return std::nullopt;
+    try {
+        auto at = from_ms(j->at("time_ms").get<std::int64_t>());
+        auto now = clock_();
+        auto speed = j->at("bytes_per_s").get<double>();
+        if (at > now || now - at >= ttl_ || !(speed > 0)) return std::nullopt;
+        return speed;
+    } catch (const json::exception&) {
+        return std::nullopt;
+    }
+}
+
+void link_cache::store(const machine& m, double bytes_per_s) {
+    write_json(file(m), json{{"time_ms", to_ms(clock_())}, {"bytes_per_s", bytes_per_s}});
+}
+
 }  // namespace ferry::schedule

@@ -102,15 +102,16 @@ std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s) {
     return c;
 }
 
-asio::awaitable<codec::auto_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths) {
+asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths,
+                                                std::optional<double> known_link) {
     codec::auto_inputs in;
-    in.link_bytes_per_s = co_await measure_upload(s);
+    in.link_bytes_per_s = known_link ? *known_link : co_await measure_upload(s);
     auto tools = co_await ssh::run(s, "sh -c 'command -v zstd; command -v xz; true'");
     in.remote_has_zstd = tools.out.find("zstd") != std::string::npos;
     in.remote_has_xz = tools.out.find("xz") != std::string::npos;
     in.local_cores = std::max(1u, std::thread::hardware_concurrency());
     in.candidates = measure_codecs(sample_nars(paths), auto_candidates(in.link_bytes_per_s));
-    co_return codec::choose_codec(in);
+    co_return probed_choice{codec::choose_codec(in), in.link_bytes_per_s};
 }
 
 }  // namespace ferry::transfer

@@ -509,9 +509,11 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
     transfer_report total;
     if (order.empty()) co_return total;
     if (options.codec.is_auto()) {
-        auto choice = co_await probe_and_choose(s, order);
+        auto probed = co_await probe_and_choose(s, order, options.link_bytes_per_s);
+        const auto& choice = probed.choice;
         options.codec = choice.spec;
         total.auto_reason = choice.reason;
+        total.link_bytes_per_s = probed.link_bytes_per_s;
         if (choice.spec.kind == codec::codec_kind::zstd && !options.adjust_level)
             options.adjust_level = adaptive_zstd_level();
     }

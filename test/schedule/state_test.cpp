@@ -130,4 +130,24 @@ BOOST_AUTO_TEST_CASE(results_are_fresh_for_the_ttl_only) {
     BOOST_TEST(!off.fresh(m).has_value());
 }
 
+BOOST_AUTO_TEST_CASE(link_speeds_are_kept_for_minutes_per_machine) {
+    temp_dir state;
+    fake_clock clock;
+    link_cache links(state.path, clock.fn(), 10min);
+    auto a = named("a"), b = named("b");
+    BOOST_TEST(!links.fresh(a).has_value());
+    links.store(a, 11.7e6);
+    BOOST_TEST(std::filesystem::exists(state.path / "ferry" / "link" / "a:22"));
+    BOOST_TEST(links.fresh(a).value_or(0) == 11.7e6);
+    BOOST_TEST(!links.fresh(b).has_value());  // per machine
+    clock.now += 10min - 1ms;
+    BOOST_TEST(links.fresh(a).has_value());
+    clock.now += 1ms;
+    BOOST_TEST(!links.fresh(a).has_value());
+    clock.now -= 1h;  // from the future: not trusted
+    BOOST_TEST(!links.fresh(a).has_value());
+    std::ofstream(state.path / "ferry" / "link" / "a:22") << "{\"time_ms\": 1, \"bytes_per_s\": \"fast\"}";
+    BOOST_TEST(!links.fresh(a).has_value());  // damaged: no record
+}
+
 BOOST_AUTO_TEST_SUITE_END()

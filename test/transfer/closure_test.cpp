@@ -476,7 +476,7 @@ BOOST_AUTO_TEST_CASE(a_host_without_zstd_gets_xz_or_none_automatically) {
         codec::auto_choice choice;
         run_async([&]() -> asio::awaitable<void> {
             auto s = co_await ssh::session::connect(opts);
-            choice = co_await transfer::probe_and_choose(s, few);
+            choice = (co_await transfer::probe_and_choose(s, few)).choice;
         });
         return choice;
     };

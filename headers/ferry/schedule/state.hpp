@@ -2,6 +2,7 @@
 // ferry's state directory:
 //   <state>/ferry/backoff/<name>:<port>  unreachable machines and when to retry
 //   <state>/ferry/probe/<name>:<port>    the last probe result and its time
+//   <state>/ferry/link/<name>:<port>     the last measured upload speed and its time
 // Files are replaced atomically (write a temporary file, rename), so readers
 // never see half a file. A missing or unreadable file means "no record".
 // Times are wall-clock (they are compared across processes); the clock is
@@ -69,6 +70,24 @@ public:
     // Drops the stored result: after an offload to m failed (its disk filled up,
     // say), the next decision probes m afresh instead of trusting old figures.
     void forget(const machine& m);
+
+private:
+    std::filesystem::path file(const machine& m) const;
+    std::filesystem::path dir_;
+    wall_clock clock_;
+    std::chrono::milliseconds ttl_;
+};
+
+// The upload speed last measured to a machine (transfer::measure_upload, 0.8 s):
+// codec `auto` needs it, and a link changes slowly, so one measurement serves the
+// offloads of the next minutes instead of each paying for its own.
+class link_cache {
+public:
+    explicit link_cache(std::filesystem::path state_dir, wall_clock clock = system_wall_clock(),
+                        std::chrono::milliseconds ttl = std::chrono::minutes(10));
+
+    std::optional<double> fresh(const machine& m) const;  // bytes per second
+    void store(const machine& m, double bytes_per_s);
 
 private:
     std::filesystem::path file(const machine& m) const;

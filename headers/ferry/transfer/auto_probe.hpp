@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,13 @@ std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
 // slower than 5 MB/s (then its cost is worth measuring).
 std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s);
 
-// All of the above on an open session; `paths` is the closure to move.
-asio::awaitable<codec::auto_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths);
+// All of the above on an open session; `paths` is the closure to move. A known
+// link speed (bytes/s, measured recently) spares the upload measurement.
+struct probed_choice {
+    codec::auto_choice choice;
+    double link_bytes_per_s = 0;
+};
+asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths,
+                                                std::optional<double> known_link = std::nullopt);
 
 }  // namespace ferry::transfer

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,8 @@ struct send_options {
     // cost) and two paths goes out on `streams` channels at once, after
     // everything before it was acknowledged; smaller consecutive waves share one
     // stream (one stream is ordered, so that is valid too).
+    // Codec auto: a recently measured upload speed (bytes/s) instead of measuring.
+    std::optional<double> link_bytes_per_s;
     unsigned streams = 2;
     std::uint64_t parallel_threshold = std::uint64_t{32} << 20;
     std::size_t parallel_min_paths = 256;
