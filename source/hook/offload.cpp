@@ -391,7 +391,8 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         end(offload_events::phase::send);
         if (codec.is_auto()) {
             // What auto resolved to serves the outputs too (the same link back).
-            codec = codec::parse_codec_spec(outcome.sent.codec);
+            codec = outcome.sent.codec.empty() ? pick_codec(settings, job.machine, job.probe)
+                                               : codec::parse_codec_spec(outcome.sent.codec);
             if (links && outcome.sent.link_bytes_per_s > 0)
                 links->store(schedule_machine_for(job.machine), outcome.sent.link_bytes_per_s);
             say(log_level::talkative, fmt::format("ferry: auto: {}", outcome.sent.auto_reason));
