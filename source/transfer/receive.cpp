@@ -143,7 +143,11 @@ asio::awaitable<transfer_report> receive_bundle(ssh::channel& ch, const std::str
             cause = first.error ? first.error : std::current_exception();
         }
         if (cause) {
-            co_await remote::drain_stderr(ch, st.tail, remote::stderr_grace);  // the exporter's last words
+            try {
+                co_await remote::drain_stderr(ch, st.tail, remote::stderr_grace);  // the exporter's last words
+            } catch (...) {
+                // A dead session has no more to say; the cause below is what counts.
+            }
             ch.close();
             try {
                 std::rethrow_exception(cause);
