@@ -287,10 +287,15 @@ int stop_host_processes(std::initializer_list<const char*> words) {
 }
 
 // What the remote said of a SIGTERM, quoted in ferry's message: Nix's own "interrupted
-// by the user" when its handler ran first, or the shell's "Terminated" when the
-// signal ended the process while Nix was blocked in a read.
+// by the user" when its handler ran first, or the shell's report of the signal that
+// ended the process: "Terminated", or "User defined signal 1" when Nix's own SIGUSR1
+// (which its signal thread sends to wake blocked threads) ended it first.
 bool quotes_a_signal_death(const std::string& error) {
-    return error.find("interrupted") != std::string::npos || error.find("Terminated") != std::string::npos;
+    const auto quoted = error.find("; remote stderr: ");
+    if (quoted == std::string::npos) return false;
+    const std::string said = error.substr(quoted);
+    return said.find("interrupted") != std::string::npos || said.find("Terminated") != std::string::npos ||
+           said.find("signal") != std::string::npos;
 }
 
 // receive = false: auto's pick is one of the concrete codecs, whose round trip receives.
