@@ -134,7 +134,7 @@ remote::guix_remote_options guix_options(const ops_target& t, const test_context
     remote::guix_remote_options o;
     o.guix_program = c.guix_program;
     o.store_dir = ctx.guix ? ctx.guix->store_dir : t.remote.store_dir;
-    o.state_dir = c.remote_state_dir;
+    if (!c.remote_state_dir.empty()) o.state_dir = c.remote_state_dir;  // else guix_remote_options' /var/guix
     return o;
 }
 

@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 #include <fmt/core.h>
 
+#include "ferry/daemon/worker_connection.hpp"
 #include "ferry/store/database.hpp"
 #include "ferry/store/gc_protect.hpp"
 #include "ferry/store/guix_signature.hpp"
@@ -39,6 +40,13 @@ struct guix_run : event_reporter {
         };
     }
 
+    store::store_config local_store() const {
+        auto config = store::store_config::make(store::store_flavour::guix, job.local_store_dir,
+                                                job.local_state_dir.string());
+        config.database_path = job.local_database.string();
+        return config;
+    }
+    asio::awaitable<remote::bundle_source> upload_source(const std::vector<std::string>& paths);
     asio::awaitable<void> run();
     asio::awaitable<void> steps(remote::guix_build_machine& m);
     asio::awaitable<bool> build(remote::guix_build_machine& m);
@@ -75,11 +83,9 @@ asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m) {
     say(log_level::talkative,
         fmt::format("ferry: {} of {} inputs missing on '{}'", missing.size(), inputs.size(), name));
     if (!missing.empty()) {
-        if (job.local_guix.empty())
-            throw failure(errc::unsupported, "sending inputs: no local guix to export them with (set FERRY_GUIX)");
         start(offload_events::phase::send, missing.size(), 0);
         try {
-            outcome.sent.wire_bytes = co_await m.send(job.local_guix, missing, job.codec,
+            outcome.sent.wire_bytes = co_await m.send(co_await upload_source(missing), job.codec,
                                                       progress(offload_events::phase::send, missing.size()),
                                                       job.progress_every);
         } catch (const failure& e) {
@@ -93,6 +99,41 @@ asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m) {
     // 3. outputs.
     co_await receive(m);
     outcome.exit_code = 0;
+}
+
+// The inputs' signed bundle, references first, as offload.scm's send-files gets
+// it: from the local daemon (export-path with sign) over its socket; when no
+// daemon listens there, from the local `guix archive --export`.
+asio::awaitable<remote::bundle_source> guix_run::upload_source(const std::vector<std::string>& paths) {
+    std::vector<std::string> ordered;
+    {
+        store::store_database db(local_store());
+        ordered = db.topo_sort(paths);  // referrers first
+        std::reverse(ordered.begin(), ordered.end());
+    }
+    std::string no_daemon;
+    try {
+        auto c = std::make_shared<daemon::worker_connection>(
+            co_await daemon::worker_connection::connect(job.daemon_socket));
+        say(log_level::talkative, fmt::format("ferry: exports signed by the local {} daemon at {} (protocol 0x{:x})",
+                                              protocol::worker::to_string(c->dialect()), job.daemon_socket,
+                                              c->server_version()));
+        remote::bundle_source source;
+        source.name = fmt::format("the local daemon at {}", job.daemon_socket);
+        source.produce = [c, ordered](remote::bundle_sink sink) -> asio::awaitable<void> {
+            co_await daemon::export_bundle(*c, ordered, true, sink);
+        };
+        co_return source;
+    } catch (const failure& e) {
+        if (e.code() != make_error_code(errc::connect_failed)) throw;
+        no_daemon = e.what();
+    }
+    if (job.local_guix.empty())
+        throw failure(errc::unsupported, fmt::format("no local daemon to sign the exports ({}) and no local guix "
+                                                     "(set FERRY_GUIX)", no_daemon));
+    say(log_level::talkative, fmt::format("ferry: no daemon at {}: exporting with {} archive --export",
+                                          job.daemon_socket, job.local_guix));
+    co_return remote::local_cli_export(job.local_guix, ordered);
 }
 
 // False when the build did not succeed (outcome set).
@@ -159,9 +200,7 @@ asio::awaitable<void> guix_run::receive(remote::guix_build_machine& m) {
     if (job.outputs.empty()) co_return;
     const std::string name = host_of(job.machine);
     co_await m.protect(job.outputs);
-    auto config = store::store_config::make(store::store_flavour::guix, job.local_store_dir,
-                                            job.local_state_dir.string());
-    config.database_path = job.local_database.string();
+    auto config = local_store();
     store::store_database db(config);
     std::vector<std::string> wanted;
     for (const auto& o : job.outputs)

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <future>
 #include <cerrno>
 
@@ -19,6 +20,7 @@
 #include "ferry/machines/guix_machines.hpp"
 #include "ferry/machines/nix_machines.hpp"
 #include "ferry/io/fd_writer.hpp"
+#include "ferry/store/derivation.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::hook {
@@ -63,6 +65,33 @@ T run_on(asio::io_context& io, asio::awaitable<T> op) {
 
 std::string megabytes(std::uint64_t bytes) { return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6); }
 
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw failure(std::error_code(errno, std::system_category()), fmt::format("cannot read the derivation {}", path));
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The daemon's outputs line names output PATHS; BuildDerivation and the Nix flow
+// want output NAMES: the .drv says which is which.
+std::vector<std::string> output_names(const std::string& drv_path, const std::vector<std::string>& paths) {
+    auto drv = store::parse_derivation(read_text(drv_path), drv_path);
+    std::vector<std::string> names;
+    for (const auto& p : paths) {
+        auto o = std::find_if(drv.outputs.begin(), drv.outputs.end(), [&](const auto& out) { return out.path == p; });
+        if (o == drv.outputs.end())
+            throw failure(errc::bad_input, fmt::format("the daemon asked for '{}', which is not an output of {}", p,
+                                                       drv_path));
+        names.push_back(o->name);
+    }
+    return names;
+}
+
+// Where a machine's GC roots go when ferry.conf does not say.
+std::string remote_state_dir_for(const machines::settings& c, machines::remote_flavour f) {
+    if (!c.remote_state_dir.empty()) return c.remote_state_dir;
+    return f == machines::remote_flavour::nix ? "/nix/var/nix" : "/var/guix";
+}
+
 class front_end {
 public:
     front_end(const protocol::guix_hook_args& args, const guix_environment& env, guix_offload_fds fds,
@@ -75,9 +104,12 @@ private:
     protocol::hook_reply handle(const protocol::guix_build_request& request);
     int offload(const protocol::guix_build_request& request, const protocol::guix_accepted_paths& paths);
     const std::vector<machines::machine>& machines();
-    offload_settings settings_for(const std::string& machine) const;
+    offload_settings settings_for(const std::string& machine,
+                                  machines::remote_flavour flavour = machines::remote_flavour::guix) const;
     guix_offload_job job_for(const protocol::guix_build_request& request,
                              const protocol::guix_accepted_paths& paths) const;
+    offload_job nix_job_for(const protocol::guix_build_request& request,
+                            const protocol::guix_accepted_paths& paths) const;
     offload_events events_for(const std::string& machine, std::optional<io::fd_writer>& log);
     // ferry.conf log-level debug/trace shows the decision log and the steps.
     bool verbose() const {
@@ -121,12 +153,12 @@ const std::vector<machines::machine>& front_end::machines() {
     return *machines_;
 }
 
-offload_settings front_end::settings_for(const std::string& machine) const {
+offload_settings front_end::settings_for(const std::string& machine, machines::remote_flavour flavour) const {
     // state_dir defaults to Guix's state directory: slots where guix offload keeps them.
     auto c = machine.empty() ? conf_.global() : conf_.for_machine(machine);
     offload_settings s = settings_from(c, schedule::daemon_kind::guix);
-    s.remote_store_dir = env_.store_dir;  // a Guix machine's store is where ours is
-    s.remote_state_dir = c.remote_state_dir;
+    s.remote_store_dir = env_.store_dir;  // a build machine's store is where ours is (same paths)
+    s.remote_state_dir = remote_state_dir_for(c, flavour);
     return s;
 }
 
@@ -166,9 +198,10 @@ guix_offload_job front_end::job_for(const protocol::guix_build_request& request,
     job.max_silent_time = args_.max_silent_time;
     job.build_timeout = args_.build_timeout;
     job.local_guix = env_.local_guix;
+    job.daemon_socket = env_.daemon_socket;
     job.remote.guix_program = c.guix_program;
     job.remote.store_dir = env_.store_dir;
-    job.remote.state_dir = c.remote_state_dir;
+    job.remote.state_dir = remote_state_dir_for(c, machines::remote_flavour::guix);
     job.codec = codec::parse_codec_spec(c.codec);
     // No link measurement on the Guix path: `auto` is zstd:3 when the machine has
     // zstd (the probe says), which pays off on anything slower than its import.
@@ -181,6 +214,29 @@ guix_offload_job front_end::job_for(const protocol::guix_build_request& request,
     job.local_database = env_.database_dir / "db.sqlite";
     job.config_dir = env_.config_dir;
     job.progress_every = progress_every();
+    return job;
+}
+
+// The same offload on a machine that has Nix and no Guix: nix-store --serve, as
+// for nix-daemon, with the local store named by Guix's variables.
+offload_job front_end::nix_job_for(const protocol::guix_build_request& request,
+                                   const protocol::guix_accepted_paths& paths) const {
+    offload_job job;
+    job.machine = machines_->at(*chosen_->chosen);
+    job.probe = chosen_->probe;
+    job.session = chosen_->session;
+    job.drv_path = request.drv_path;
+    // build.cc's inputs line also holds the .drv (and its closure); BuildDerivation
+    // needs no .drv on the machine, and the rest of that closure is harmless text.
+    for (const auto& p : paths.inputs)
+        if (p != request.drv_path) job.inputs.push_back(p);
+    job.wanted_outputs = output_names(request.drv_path, paths.outputs);
+    job.max_silent_time = args_.max_silent_time;
+    job.build_timeout = args_.build_timeout;
+    job.local_flavour = store::store_flavour::guix;
+    auto local = store::store_config::make(store::store_flavour::guix, env_.store_dir, env_.state_dir.string());
+    local.database_path = (env_.database_dir / "db.sqlite").string();
+    job.local_store = local;
     return job;
 }
 
@@ -211,8 +267,21 @@ int front_end::offload(const protocol::guix_build_request& request, const protoc
     if (args_.print_build_trace) say(fds_.err, protocol::guix_build_remote_trace(request.drv_path, m.host));
     std::optional<io::fd_writer> log;
     if (::fcntl(fds_.log, F_GETFD) >= 0) log.emplace(fds_.log);
-    auto outcome = run_on(io_, offload_to_guix_machine(job_for(request, paths), settings_for(m.host),
-                                                       events_for(m.host, log)));
+    const auto flavour = remote_flavour_for(conf_.for_machine(m.host), chosen_->probe);
+    offload_outcome outcome;
+    if (flavour == machines::remote_flavour::nix) {
+        if (verbose()) say(fds_.err, fmt::format("ferry: '{}' has Nix and no Guix: offloading through nix-store --serve\n", m.host));
+        try {
+            outcome = run_on(io_, offload_to_nix_machine(nix_job_for(request, paths), settings_for(m.host, flavour),
+                                                         events_for(m.host, log)));
+        } catch (const std::exception& e) {  // the .drv could not be read: nothing was sent yet
+            outcome.exit_code = 1;
+            outcome.message = fmt::format("offload of '{}' to '{}' failed: {}", request.drv_path, m.host, e.what());
+        }
+    } else {
+        outcome = run_on(io_, offload_to_guix_machine(job_for(request, paths), settings_for(m.host, flavour),
+                                                      events_for(m.host, log)));
+    }
     chosen_.reset();  // releases the slot
     if (outcome.exit_code == 0)
         say(fds_.err, fmt::format("done with offloaded '{}'\n", request.drv_path));
@@ -259,6 +328,15 @@ int front_end::run() {
 }
 
 }  // namespace
+
+machines::remote_flavour remote_flavour_for(const machines::settings& conf,
+                                            const std::optional<schedule::probe_result>& probe) {
+    using machines::remote_flavour;
+    if (conf.flavour != remote_flavour::auto_detect) return conf.flavour;
+    if (conf.guix_program != "guix") return remote_flavour::guix;  // the operator named the machine's guix
+    if (probe && !probe->has_guix && probe->has_nix_store) return remote_flavour::nix;
+    return remote_flavour::guix;
+}
 
 guix_environment guix_environment::from(const getenv_fn& getenv) {
     guix_environment e;

@@ -10,12 +10,14 @@
 namespace ferry::machines {
 namespace {
 
-constexpr std::array<key_info, 14> keys{{
+constexpr std::array<key_info, 16> keys{{
     {"codec", "codec spec or auto", "auto", true, "transfer codec (see docs/codec.md); auto picks per link"},
     {"compression-threads", "count (0 = auto)", "0", true, "compressor threads per transfer"},
     {"memory-budget", "size", "128M", false, "bound on buffers held by one hook process"},
     {"probe-deadline", "duration", "5s", true, "time allowed for a machine probe (load, disk, link)"},
     {"probe-cache-seconds", "duration", "5", true, "how long a probe result is reused"},
+    {"slot-wait", "duration", "2s", false,
+     "with every slot taken, wait this long for one before postponing (0 = postpone at once)"},
     {"state-dir", "path", "/var/lib/ferry (guix offload: Guix's state dir)", false, "slot files and caches"},
     {"overload-threshold", "number 0-1 or off", "machine's own (0.8)", true,
      "skip a machine whose normalized load exceeds this"},
@@ -25,7 +27,10 @@ constexpr std::array<key_info, 14> keys{{
     {"log-level", "error|warn|info|debug|trace", "info", false, "hook log verbosity"},
     {"parallel-import-streams", "count or auto", "auto", true, "concurrent store-import streams on the remote"},
     {"guix-program", "command", "guix", true, "the `guix` command on a Guix build machine"},
-    {"remote-state-dir", "path", "/var/guix", true, "a Guix build machine's state directory (GC roots)"},
+    {"remote-state-dir", "path", "/var/guix (Nix flavour: /nix/var/nix)", true,
+     "machines.scm machines: the machine's state directory (GC roots)"},
+    {"remote-flavour", "auto|guix|nix", "auto", true,
+     "machines.scm machines: drive the machine through `guix` or through `nix-store --serve`"},
 }};
 
 std::string_view trim(std::string_view s) {
@@ -72,6 +77,7 @@ std::string apply(settings& s, const std::string& key, std::string_view value) {
     if (key == "memory-budget") return size(s.memory_budget);
     if (key == "probe-deadline") return duration(s.probe_deadline);
     if (key == "probe-cache-seconds") return duration(s.probe_cache);
+    if (key == "slot-wait") return duration(s.slot_wait);
     if (key == "state-dir") {
         if (value.empty() || value.front() != '/') return "an absolute path";
         s.state_dir = std::string(value);
@@ -104,6 +110,13 @@ std::string apply(settings& s, const std::string& key, std::string_view value) {
     if (key == "guix-program") {
         if (value.empty()) return "a command";
         s.guix_program = std::string(value);
+        return "";
+    }
+    if (key == "remote-flavour") {
+        if (value == "auto") s.flavour = remote_flavour::auto_detect;
+        else if (value == "guix") s.flavour = remote_flavour::guix;
+        else if (value == "nix") s.flavour = remote_flavour::nix;
+        else return "one of auto, guix, nix";
         return "";
     }
     if (key == "remote-state-dir") {

@@ -1,6 +1,7 @@
 #include "ferry/remote/guix_remote.hpp"
 
 #include <array>
+#include <csignal>
 #include <exception>
 
 #include <asio/co_spawn.hpp>
@@ -138,101 +139,110 @@ asio::awaitable<std::vector<std::string>> guix_build_machine::missing_paths(cons
     co_return missing;
 }
 
-asio::awaitable<std::uint64_t> guix_build_machine::send(std::string local_guix, std::vector<std::string> paths,
-                                                        codec::codec_spec codec, guix_progress_fn progress,
-                                                        std::chrono::milliseconds progress_every) {
-    check_paths(options_, paths);
-    auto ex = co_await asio::this_coro::executor;
-    io::process_options po;
-    po.argv = local_export_argv(local_guix, paths, codec);
-    po.in = io::stdio::null;
-    auto child = io::child_process::spawn(ex, po);
+bundle_source local_cli_export(std::string local_guix, std::vector<std::string> paths) {
+    bundle_source source;
+    source.name = fmt::format("the local `{} archive --export`", local_guix);
+    source.produce = [local_guix, paths = std::move(paths)](bundle_sink sink) -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        io::process_options po;
+        po.argv = local_export_argv(local_guix, paths, {});
+        po.in = io::stdio::null;
+        auto child = io::child_process::spawn(ex, po);
+        std::string local_err;
+        // Its stderr is read beside its stdout (it must never block on it).
+        auto drain_err = [&]() -> asio::awaitable<void> {
+            std::array<char, 4096> buf;
+            for (;;) {
+                auto [ec, n] = co_await child.err().async_read_some(asio::buffer(buf),
+                                                                    asio::experimental::as_tuple(asio::use_awaitable));
+                if (ec) co_return;
+                if (local_err.size() < 16384) local_err.append(buf.data(), n);
+            }
+        };
+        auto err_done = asio::co_spawn(ex, drain_err(), asio::use_awaitable);
+        std::exception_ptr error;
+        try {
+            std::string buf(std::size_t{1} << 18, '\0');
+            for (;;) {
+                auto [ec, n] = co_await child.out().async_read_some(asio::buffer(buf),
+                                                                    asio::experimental::as_tuple(asio::use_awaitable));
+                if (ec == asio::error::eof) break;
+                if (ec) throw failure(ec, fmt::format("reading the local `{} archive --export`", local_guix));
+                co_await sink(std::string_view(buf.data(), n));
+            }
+        } catch (...) {
+            error = std::current_exception();
+            child.kill(SIGKILL);  // the consumer failed: the exporter must not block on a full pipe
+        }
+        int status = co_await child.wait();
+        co_await std::move(err_done);
+        if (error) std::rethrow_exception(error);
+        if (status != 0)
+            throw failure(errc::remote_failed, fmt::format("the local `{} archive --export` of {} paths ended with "
+                                                           "status {}: {}",
+                                                           local_guix, paths.size(), status, local_err));
+    };
+    return source;
+}
 
+asio::awaitable<std::uint64_t> guix_build_machine::send(bundle_source source, codec::codec_spec codec,
+                                                        guix_progress_fn progress,
+                                                        std::chrono::milliseconds progress_every) {
     const std::string command = guix_import_command(options_, codec.kind);
     auto ch = co_await session_->exec(command);
     stderr_tail remote_err;
-    std::string local_err;
-
-    // The local exporter's stderr, read beside its stdout (it must never block on it).
-    auto drain_local_err = [&]() -> asio::awaitable<void> {
-        std::array<char, 4096> buf;
-        for (;;) {
-            auto [ec, n] = co_await child.err().async_read_some(asio::buffer(buf),
-                                                                asio::experimental::as_tuple(asio::use_awaitable));
-            if (ec) co_return;
-            if (local_err.size() < 16384) local_err.append(buf.data(), n);
-        }
-    };
-    auto err_done = asio::co_spawn(ex, drain_local_err(), asio::use_awaitable);
-
     std::uint64_t wire = 0;
     std::unique_ptr<codec::compressor> comp;
     if (codec.kind != codec::codec_kind::none) comp = codec::make_compressor(codec);
     protocol::export_bundle::parser parser;
     guix_transfer_progress p;
     auto last = clock::now();
-
-    auto pump = [&]() -> asio::awaitable<void> {
-        std::string buf(std::size_t{1} << 18, '\0');
-        std::string out;
-        auto put = [&](std::string& bytes) -> asio::awaitable<void> {
-            if (bytes.empty()) co_return;
-            co_await ch.write(asio::buffer(bytes));
-            wire += bytes.size();
-            bytes.clear();
-        };
-        for (;;) {
-            auto [ec, n] = co_await child.out().async_read_some(asio::buffer(buf),
-                                                                asio::experimental::as_tuple(asio::use_awaitable));
-            if (ec == asio::error::eof) break;
-            if (ec) throw failure(ec, fmt::format("{}: reading the local `guix archive --export`", host()));
-            std::string_view chunk(buf.data(), n);
-            // Count items (and check the stream) as it passes.
-            for (std::string_view rest = chunk; !rest.empty();) {
-                auto st = parser.next(rest);
-                if (st.ev && st.ev->type == protocol::export_bundle::event_type::item_end) ++p.items;
-                rest.remove_prefix(st.consumed);
-                if (st.consumed == 0 && !st.ev) break;
-            }
-            if (comp) {
-                auto bytes = std::as_bytes(std::span(chunk.data(), chunk.size()));
-                while (!bytes.empty()) {
-                    auto used = comp->feed(bytes, out);
-                    bytes = bytes.subspan(used);
-                    co_await put(out);
-                }
-            } else {
-                out.assign(chunk);
-                co_await put(out);
-            }
-            p.bytes = wire;
-            if (progress && clock::now() - last >= progress_every) {
-                progress(p);
-                last = clock::now();
-            }
+    std::string out;
+    auto put = [&]() -> asio::awaitable<void> {
+        if (out.empty()) co_return;
+        co_await ch.write(asio::buffer(out));
+        wire += out.size();
+        out.clear();
+    };
+    // Each piece of the bundle: counted (and its framing checked), compressed, sent.
+    bundle_sink sink = [&](std::string_view chunk) -> asio::awaitable<void> {
+        for (std::string_view rest = chunk; !rest.empty();) {
+            auto st = parser.next(rest);
+            if (st.ev && st.ev->type == protocol::export_bundle::event_type::item_end) ++p.items;
+            rest.remove_prefix(st.consumed);
+            if (st.consumed == 0 && !st.ev) break;
         }
         if (comp) {
-            while (!comp->finish(out)) co_await put(out);
-            co_await put(out);
+            auto bytes = std::as_bytes(std::span(chunk.data(), chunk.size()));
+            while (!bytes.empty()) {
+                bytes = bytes.subspan(comp->feed(bytes, out));
+                co_await put();
+            }
+        } else {
+            out.assign(chunk);
+            co_await put();
+        }
+        p.bytes = wire;
+        if (progress && clock::now() - last >= progress_every) {
+            progress(p);
+            last = clock::now();
+        }
+    };
+    auto pump = [&]() -> asio::awaitable<void> {
+        co_await source.produce(sink);
+        if (!parser.done())
+            throw failure(errc::truncated, fmt::format("{} ended before the end of its bundle", source.name));
+        if (comp) {
+            while (!comp->finish(out)) co_await put();
+            co_await put();
         }
         co_await ch.send_eof();
     };
-    std::exception_ptr error;
     try {
         co_await with_stderr(ch, pump(), remote_err);
-    } catch (...) {
-        error = std::current_exception();
-    }
-    int local_status = co_await child.wait();
-    co_await std::move(err_done);
-    if (local_status != 0 || (!error && !parser.done()))
-        throw failure(errc::remote_failed,
-                      fmt::format("{}: local `{} archive --export` of {} paths ended with status {}{}: {}", host(),
-                                  local_guix, paths.size(), local_status, parser.done() ? "" : " (bundle incomplete)",
-                                  local_err));
-    if (error) {
+    } catch (const failure& e) {
         ch.close();
-        std::rethrow_exception(error);
+        throw failure(e.code(), fmt::format("{}: sending to `{}`: {}", host(), command, e.what()));
     }
     co_await read_stderr_to_end(ch, remote_err, {});
     auto status = co_await ch.wait();
@@ -269,7 +279,7 @@ asio::awaitable<guix_build_machine::build_outcome> guix_build_machine::build(std
 }
 
 asio::awaitable<std::uint64_t> guix_build_machine::receive(std::vector<std::string> outputs, codec::codec_spec codec,
-                                                           bundle_sink sink, guix_progress_fn progress,
+                                                           received_sink sink, guix_progress_fn progress,
                                                            std::chrono::milliseconds progress_every) {
     const std::string command = guix_export_command(options_, outputs, codec);
     auto ch = co_await session_->exec(command);

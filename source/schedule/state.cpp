@@ -204,4 +204,21 @@ void link_cache::store(const machine& m, double bytes_per_s) {
     write_json(file(m), json{{"time_ms", to_ms(clock_())}, {"bytes_per_s", bytes_per_s}});
 }
 
+slot_wait_memory::slot_wait_memory(fs::path state_dir, wall_clock clock, std::chrono::milliseconds window)
+    : file_(std::move(state_dir) / "ferry" / "slot-wait-missed"), clock_(std::move(clock)), window_(window) {}
+
+bool slot_wait_memory::recently_missed() const {
+    auto j = read_json(file_);
+    if (!j) return false;
+    try {
+        auto at = from_ms(j->at("time_ms").get<std::int64_t>());
+        auto now = clock_();
+        return at <= now && now - at < window_;
+    } catch (const json::exception&) {
+        return false;
+    }
+}
+
+void slot_wait_memory::record_miss() { write_json(file_, json{{"time_ms", to_ms(clock_())}}); }
+
 }  // namespace ferry::schedule

@@ -10,16 +10,19 @@
 // namespace, with Guix's variables pointing at it.
 #include <boost/test/unit_test.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include <fmt/core.h>
 
 #include "ferry/hosts/test_host.hpp"
 #include "guix/daemon_play.hpp"
+#include "support/nix_build.hpp"
 
 using namespace guix_test;
 using namespace ferry::hosts;
@@ -213,6 +216,78 @@ BOOST_AUTO_TEST_CASE(full_offload_through_guix_shims_on_a_test_host) {
     BOOST_TEST(call.find(" -r /nix/var/nix/gcroots/") != std::string::npos, call);
     BOOST_TEST(call.find("/ferry-") != std::string::npos, call);
     // ... and the roots are gone afterwards.
+    std::string roots;
+    s.host.run("find /nix/var/nix/gcroots", &roots);
+    BOOST_TEST(roots.find("ferry-") == std::string::npos, roots);
+}
+
+// The uploads' signed exports come from the local daemon over its socket
+// (worker protocol export-path with sign, as offload.scm's send-files asks
+// guix-daemon). No guix-daemon can run here: the local daemon is a real Nix 2.8
+// nix-daemon on the local store (Nix dialect; it ignores the sign flag, and the
+// remote TEST SHIM's import does not check signatures). No local guix is
+// configured, so the upload cannot have come from `guix archive --export`.
+BOOST_AUTO_TEST_CASE(uploads_come_from_the_local_daemon_over_its_socket) {
+    setup s;
+    std::ofstream(s.t.path / "ferry.conf") << fmt::format(
+        "log-level = debug\n[machine 127.0.0.1]\nguix-program = {}\nremote-state-dir = /nix/var/nix\ncodec = zstd:1\n",
+        (s.host.directory() / "guix-shim").string());
+    const auto pid_file = s.t.path / "daemon.pid";
+    BOOST_TEST_REQUIRE(s.local.run(fmt::format("/usr/bin/setsid /usr/bin/nix-daemon </dev/null >{0}/daemon.log 2>&1 & "
+                                               "echo $! > {1}",
+                                               s.t.path.string(), pid_file.string())) == 0);
+    pid_t daemon = 0;
+    std::ifstream(pid_file) >> daemon;
+    BOOST_TEST_REQUIRE(daemon > 0);
+    ferry::test_support::stopped_at_exit stop{daemon};
+    for (int i = 0; i < 100 && s.local.run("/usr/bin/test -S /nix/var/nix/daemon-socket/socket") != 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+
+    auto [drv, inputs, outputs] = s.instantiate("echo building-$src; /bin/cat $src > $out");
+    auto env = s.env();
+    env.erase("FERRY_GUIX");
+    env["GUIX_DAEMON_SOCKET"] = "/nix/var/nix/daemon-socket/socket";
+    daemon_side d(ferry_binary(), {"offload", "x86_64-linux", "20", "0", "0"}, env, s.local.store_root());
+    d.write_line("0 x86_64-linux " + drv + " ");
+    BOOST_TEST_REQUIRE(d.read_reply().value_or("<eof>") == "accept", d.client);
+    d.write_line(inputs);
+    d.write_line(outputs);
+    d.close_in();
+    const int status = d.wait(std::chrono::seconds(60));
+    const std::string client = d.drain();
+    BOOST_TEST_MESSAGE("client saw:\n" << client);
+    BOOST_TEST_REQUIRE(status == 0, client);
+    BOOST_TEST(client.find("exports signed by the local Nix daemon at /nix/var/nix/daemon-socket/socket") !=
+                   std::string::npos,
+               client);
+    BOOST_TEST(client.find("ferry: sent 2/2 items") != std::string::npos, client);  // the input and the .drv
+    const std::string out = trimmed(outputs);
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + out) == 0);
+    BOOST_TEST(s.host.run("/usr/bin/nix-store --check-validity " + drv) == 0);  // imported there
+}
+
+// guix-daemon in front, a build machine with Nix and no Guix behind: the probe
+// finds nix-store and no guix, so ferry drives the machine with nix-store --serve
+// (as Nix's build-remote) while speaking Guix's hook protocol to the daemon and
+// writing into the store Guix's variables name. No guix shim takes part.
+BOOST_AUTO_TEST_CASE(machine_with_nix_and_no_guix_gets_the_nix_flavour) {
+    setup s;
+    std::ofstream(s.t.path / "ferry.conf") << "log-level = debug\n[machine 127.0.0.1]\ncodec = zstd:1\n";
+    auto [drv, inputs, outputs] = s.instantiate("echo building-$src; /bin/cat $src > $out");
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "20", "1");
+    BOOST_TEST_MESSAGE("client saw:\n" << client << "log:\n" << log);
+    BOOST_TEST_REQUIRE(status == 0, client);
+    BOOST_TEST(client.find("has Nix and no Guix") != std::string::npos, client);
+    BOOST_TEST(client.find("@ build-remote " + drv + " 127.0.0.1\n") != std::string::npos, client);
+    BOOST_TEST(log.find("building-") != std::string::npos, log);  // the build log came on fd 4
+    const std::string out = trimmed(outputs);
+    std::string content;
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + out) == 0);
+    BOOST_TEST(s.local.run("/bin/cat " + out, &content) == 0);
+    BOOST_TEST(content == "input " + s.nonce + "\n");
+    // Built by the machine's Nix, not by a guix shim; its GC roots are gone.
+    BOOST_TEST(s.host.run("/usr/bin/nix-store --check-validity " + out) == 0);
+    BOOST_TEST(!std::filesystem::exists(s.host.directory() / "calls"));
     std::string roots;
     s.host.run("find /nix/var/nix/gcroots", &roots);
     BOOST_TEST(roots.find("ferry-") == std::string::npos, roots);

@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "ferry/codec/codec_spec.hpp"
+#include "ferry/hook/guix_offload.hpp"
 #include "ferry/remote/guix_remote.hpp"
 #include "ferry/util/error.hpp"
 
@@ -78,6 +79,25 @@ BOOST_AUTO_TEST_CASE(build_verdicts) {
     BOOST_TEST((classify_guix_build(1, "guix build: error: failed to connect to `/var/guix/daemon-socket/socket'") ==
                 v::failed));  // offload.scm also maps every store-protocol-error to 100
     BOOST_TEST((classify_guix_build(1, "Backtrace: ...") == v::transient));
+}
+
+// Which way a machines.scm machine is driven: forced by ferry.conf, else a
+// configured guix-program means Guix, else the probe's tools decide.
+BOOST_AUTO_TEST_CASE(remote_flavour_from_conf_and_probe) {
+    using ferry::hook::remote_flavour_for;
+    using ferry::machines::remote_flavour;
+    ferry::machines::settings conf;
+    ferry::schedule::probe_result nix_only, both, neither;
+    nix_only.has_nix_store = true;
+    both.has_nix_store = both.has_guix = true;
+    BOOST_TEST((remote_flavour_for(conf, nix_only) == remote_flavour::nix));
+    BOOST_TEST((remote_flavour_for(conf, both) == remote_flavour::guix));
+    BOOST_TEST((remote_flavour_for(conf, neither) == remote_flavour::guix));   // guix then names what is missing
+    BOOST_TEST((remote_flavour_for(conf, std::nullopt) == remote_flavour::guix));
+    conf.guix_program = "/opt/guix/bin/guix";  // not on PATH, so the probe cannot see it
+    BOOST_TEST((remote_flavour_for(conf, nix_only) == remote_flavour::guix));
+    conf.flavour = remote_flavour::nix;
+    BOOST_TEST((remote_flavour_for(conf, both) == remote_flavour::nix));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

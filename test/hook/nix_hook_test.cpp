@@ -93,6 +93,61 @@ struct hook_fixture {
 
 BOOST_AUTO_TEST_SUITE(nix_hook)
 
+// Every slot taken: the hook waits up to slot-wait for one before postponing
+// (Nix retries a postponed build only after build-poll-interval). A slot freed
+// during the wait is taken by a fresh selection; a wait in vain makes the hooks
+// of the next seconds postpone at once. The machine is port 1 (refused), so a
+// fresh selection ends as "unreachable": postpone, as the daemon is unwilling.
+BOOST_AUTO_TEST_CASE(busy_slots_are_waited_for_briefly_and_not_again_after_a_miss) {
+    using std::chrono::steady_clock;
+    auto dir = hosts::temporary_directory("ferry-hook-wait");
+    std::ofstream(dir / "ferry.conf") << "state-dir = " << dir.string() << "\nslot-wait = 1.5s\nlog-level = debug\n";
+    const std::string env = "FERRY_CONFIG=" + (dir / "ferry.conf").string();
+    auto input = settings_preamble({{"builders", "ssh://root@127.0.0.1:1 x86_64-linux /nonexistent/key 1 1 - - -"},
+                                    {"system", "x86_64-linux"}}) +
+                 try_request(false, "x86_64-linux", "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b.drv", {});
+    schedule::machine sm;
+    sm.name = "127.0.0.1";
+    sm.port = 1;
+    const auto missed_file = dir / "ferry/slot-wait-missed";
+    auto timed_hook = [&] {
+        auto t0 = steady_clock::now();
+        auto r = run_hook_directly(input, 0, env);
+        BOOST_TEST(r.status == 0);
+        return std::pair{r.err, steady_clock::now() - t0};
+    };
+
+    // 1. Held throughout: postponed after the whole wait, and the miss is remembered...
+    auto held = schedule::try_acquire_slot(dir, sm);
+    BOOST_TEST_REQUIRE(held.has_value());
+    auto [err, took] = timed_hook();
+    BOOST_TEST(err.find("no slot came free within 1.5 s") != std::string::npos, err);
+    BOOST_TEST(err.ends_with("# postpone\n"), err);
+    BOOST_TEST((took >= std::chrono::milliseconds(1500)));
+    BOOST_TEST(fs::exists(missed_file));
+    // 2. ... so the next hook postpones at once, without waiting.
+    std::tie(err, took) = timed_hook();
+    BOOST_TEST(err.find("slot came free") == std::string::npos, err);
+    BOOST_TEST(err.ends_with("# postpone\n"), err);
+    BOOST_TEST((took < std::chrono::milliseconds(1500)));
+
+    // 3. The memory has expired (file gone) and the slot is released 300 ms into
+    // the wait: taken by a fresh selection, whose probe finds every candidate down
+    // -> decline.
+    fs::remove(missed_file);
+    auto release = std::async(std::launch::async, [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        held.reset();
+    });
+    std::tie(err, took) = timed_hook();
+    release.get();
+    BOOST_TEST(err.find("a slot came free after") != std::string::npos, err);
+    BOOST_TEST(err.find("unreachable") != std::string::npos, err);
+    BOOST_TEST(err.ends_with("# decline\n"), err);
+    BOOST_TEST((took >= std::chrono::milliseconds(300)));
+    BOOST_TEST(!fs::exists(missed_file));
+}
+
 // (5) The daemon's bytes, scripted: settings, requests nobody can take, EOF.
 BOOST_AUTO_TEST_CASE(protocol_decline_postpone_and_decline_permanently) {
     auto dir = hosts::temporary_directory("ferry-hook-state");
@@ -578,14 +633,7 @@ BOOST_AUTO_TEST_CASE(offload_through_a_running_nix_daemon) {
     pid_t daemon = 0;
     std::ifstream(pid_file) >> daemon;
     BOOST_TEST_REQUIRE(daemon > 0);
-    struct stop_daemon {
-        pid_t pid;
-        ~stop_daemon() {
-            ::kill(pid, SIGTERM);
-            for (int i = 0; i < 50 && !process_gone(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            if (!process_gone(pid)) ::kill(pid, SIGKILL);
-        }
-    } stop{daemon};
+    stopped_at_exit stop{daemon};
     auto expr = f.write_expr("daemon-" + n, fmt::format(R"(
 derivation {{ name = "ferry-daemon-{0}"; system = "x86_64-linux"; builder = "/bin/sh";
   args = [ "-c" "echo ferry-via-daemon-{0}; echo built-{0} > $out" ]; }}

@@ -53,17 +53,22 @@ BOOST_AUTO_TEST_CASE(defaults) {
         BOOST_TEST(!k.doc.empty());
         names.insert(k.name);
     }
-    BOOST_TEST(names.size() == 14u);
+    BOOST_TEST(names.size() == 16u);
+    BOOST_TEST((s.slot_wait == 2s));
+    BOOST_TEST((s.flavour == remote_flavour::auto_detect));
+    BOOST_TEST(s.remote_state_dir.empty());  // the flavour's own
 }
 
 BOOST_AUTO_TEST_CASE(global_and_sections) {
     auto c = parse_ferry_conf(
         "# ferry\ncodec = zstd:3\nmemory-budget=1G\nprobe-deadline = 1.5s\nconnect-timeout = 2m\n"
-        "keepalive-interval = 1h\nlog-level = debug\nstate-dir = /srv/ferry\noverload-threshold = 0.5\n"
+        "keepalive-interval = 1h\nlog-level = debug\nstate-dir = /srv/ferry\noverload-threshold = 0.5\nslot-wait = 0\n"
         "; another comment\n[machine fast.example]\ncodec = none\noverload-threshold = off\n"
-        "min-free-space = 2G\nparallel-import-streams = 4\n[ machine \"slow\" ]\ncompression-threads = 2\n",
+        "min-free-space = 2G\nparallel-import-streams = 4\nremote-flavour = nix\n"
+        "[ machine \"slow\" ]\ncompression-threads = 2\nremote-flavour = guix\n",
         "f", "/var/lib/ferry");
     const auto& g = c.global();
+    BOOST_TEST((g.slot_wait == 0s));
     BOOST_TEST(g.codec == "zstd:3");
     BOOST_TEST(g.memory_budget == 1ull << 30);
     BOOST_TEST((g.probe_deadline == 1500ms));
@@ -80,6 +85,9 @@ BOOST_AUTO_TEST_CASE(global_and_sections) {
     BOOST_TEST(f.parallel_import_streams == 4u);
     BOOST_TEST(f.memory_budget == 1ull << 30);  // inherited
     BOOST_TEST(c.for_machine("slow").compression_threads == 2u);
+    BOOST_TEST((f.flavour == remote_flavour::nix));
+    BOOST_TEST((c.for_machine("slow").flavour == remote_flavour::guix));
+    BOOST_TEST((c.for_machine("other").flavour == remote_flavour::auto_detect));
     BOOST_TEST(c.for_machine("other").codec == "zstd:3");
     BOOST_TEST(c.has_section("slow"));
     BOOST_TEST(!c.has_section("other"));
@@ -116,6 +124,8 @@ BOOST_AUTO_TEST_CASE(errors) {
     BOOST_TEST(error_of("overload-threshold = 2").find("from 0 to 1, or off") != std::string::npos);
     BOOST_TEST(error_of("state-dir = relative").find("absolute path") != std::string::npos);
     BOOST_TEST(error_of("compression-threads = -1").find("non-negative integer") != std::string::npos);
+    BOOST_TEST(error_of("remote-flavour = hurd").find("got 'hurd', expected one of auto, guix, nix") !=
+               std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(format_detection) {

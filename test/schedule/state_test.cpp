@@ -150,4 +150,23 @@ BOOST_AUTO_TEST_CASE(link_speeds_are_kept_for_minutes_per_machine) {
     BOOST_TEST(!links.fresh(a).has_value());  // damaged: no record
 }
 
+BOOST_AUTO_TEST_CASE(a_slot_wait_in_vain_is_remembered_for_the_window) {
+    temp_dir state;
+    fake_clock clock;
+    slot_wait_memory memory(state.path, clock.fn(), 10s);
+    BOOST_TEST(!memory.recently_missed());
+    memory.record_miss();
+    BOOST_TEST(std::filesystem::exists(state.path / "ferry" / "slot-wait-missed"));
+    // Another hook process (another object on the same directory) sees it.
+    BOOST_TEST(slot_wait_memory(state.path, clock.fn(), 10s).recently_missed());
+    clock.now += 10s - 1ms;
+    BOOST_TEST(memory.recently_missed());
+    clock.now += 1ms;
+    BOOST_TEST(!memory.recently_missed());
+    clock.now -= 1h;  // from the future: not trusted
+    BOOST_TEST(!memory.recently_missed());
+    std::ofstream(state.path / "ferry" / "slot-wait-missed") << "{\"time_ms\": \"soon\"}";
+    BOOST_TEST(!memory.recently_missed());  // damaged: no record
+}
+
 BOOST_AUTO_TEST_SUITE_END()

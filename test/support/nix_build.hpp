@@ -199,6 +199,19 @@ inline bool process_gone(pid_t pid) {
     return false;
 }
 
+// A process the test started in the background (a nix-daemon, say): SIGTERM
+// when the test ends, SIGKILL if it is still there 5 s later.
+struct stopped_at_exit {
+    pid_t pid;
+    explicit stopped_at_exit(pid_t p) : pid(p) {}
+    stopped_at_exit(const stopped_at_exit&) = delete;
+    ~stopped_at_exit() {
+        ::kill(pid, SIGTERM);
+        for (int i = 0; i < 50 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        ::kill(pid, SIGKILL);
+    }
+};
+
 // Waits (~10 s at most) for a builder to write its pid into `file` (write it to
 // file.tmp and rename, so that a half-written number is never read); 0 if it never did.
 inline pid_t wait_for_pid_file(const fs::path& file) {

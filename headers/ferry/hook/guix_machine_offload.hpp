@@ -5,9 +5,11 @@
 // Steps (remote::guix_build_machine runs the `guix` commands over ssh):
 //   1. connect (the probe's session when still open), protect the inputs + .drv
 //      with GC roots under <remote state>/gcroots/ferry-*, ask which are missing;
-//   2. send them: the LOCAL `guix archive --export` (the local daemon signs, which
-//      the remote's `guix archive --import` requires) compressed into the remote
-//      import;
+//   2. send them: signed by the LOCAL daemon (the remote's `guix archive
+//      --import` requires it) — asked over its socket with the worker protocol
+//      (export-path with sign, as offload.scm's send-files does), or, when no
+//      daemon listens there, through the local `guix archive --export` —
+//      compressed into the remote import;
 //   3. `guix build -r ROOT --max-silent-time=N --timeout=N DRV`, its stderr to
 //      events.log as it comes, under ferry's watchdog (build_watchdog with the
 //      daemon's limits plus a grace, so that the remote's own "timed out" is what
@@ -48,7 +50,10 @@ struct guix_offload_job {
     std::vector<std::string> outputs;  // the daemon's outputs line (paths)
     std::uint64_t max_silent_time = 0;  // seconds, 0 = none
     std::uint64_t build_timeout = 0;    // seconds, 0 = none
-    // The local real guix: `guix archive --export` runs as it (FERRY_GUIX, ...).
+    // The local daemon's socket (GUIX_DAEMON_SOCKET): the uploads' signed exports.
+    std::string daemon_socket = "/var/guix/daemon-socket/socket";
+    // The local real guix (FERRY_GUIX, ...): `guix archive --export` runs as it
+    // when no daemon listens on daemon_socket.
     std::string local_guix;
     remote::guix_remote_options remote;  // guix-program, store dir, remote state dir
     codec::codec_spec codec{codec::codec_kind::zstd, 3};

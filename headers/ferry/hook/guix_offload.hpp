@@ -33,7 +33,9 @@
 #include <optional>
 #include <string>
 
+#include "ferry/machines/ferry_conf.hpp"
 #include "ferry/protocol/guix_hook.hpp"
+#include "ferry/schedule/probe.hpp"
 
 namespace ferry::hook {
 
@@ -69,6 +71,15 @@ struct guix_offload_fds {
 struct guix_offload_options {
     std::chrono::milliseconds progress_every{5000};  // also capped by MAX-SILENT-TIME / 3
 };
+
+// How a machines.scm machine is driven (ferry.conf remote-flavour): as forced,
+// or for auto: a configured guix-program means Guix; else the machine's probe —
+// `guix` on its PATH means Guix, `nix-store` without `guix` means Nix (offloaded
+// through `nix-store --serve` exactly as offload_to_nix_machine does for
+// nix-daemon); neither (or no probe) means Guix, whose first command then names
+// what is missing. Never returns auto_detect.
+machines::remote_flavour remote_flavour_for(const machines::settings& conf,
+                                            const std::optional<schedule::probe_result>& probe);
 
 // Runs the whole conversation; returns the exit status. Never throws.
 int run_guix_offload(const protocol::guix_hook_args& args, const guix_environment& env, guix_offload_fds fds = {},

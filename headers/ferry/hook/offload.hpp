@@ -83,6 +83,9 @@ struct offload_settings {
     std::filesystem::path state_dir;  // slots <state>/offload, ferry files <state>/ferry
     std::chrono::milliseconds probe_deadline{3000};
     std::chrono::milliseconds probe_cache_ttl{5000};
+    // Every candidate busy and the reply would be postpone: wait this long for a
+    // slot first (schedule::slot_wait_memory says when not to). 0 = never wait.
+    std::chrono::milliseconds slot_wait{0};
     std::chrono::milliseconds connect_timeout{10000};
     std::chrono::milliseconds keepalive_interval{30000};  // ferry.conf keepalive-interval
     std::uint64_t min_free_bytes = 100ull << 20;  // skip machines with less free store space
@@ -182,6 +185,9 @@ struct offload_job {
     // build-remote's copyPaths does); ferry sends only what is still missing.
     bool builders_use_substitutes = false;
     store::store_flavour local_flavour = store::store_flavour::nix;
+    // The local store when it is not the one Nix's variables name (the Guix front
+    // end: NIX_STORE_DIR, GUIX_STATE_DIRECTORY, GUIX_DATABASE_DIRECTORY).
+    std::optional<store::store_config> local_store;
 };
 
 struct offload_outcome {

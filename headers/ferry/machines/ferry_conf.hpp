@@ -24,12 +24,19 @@ namespace ferry::machines {
 
 enum class log_level { error, warn, info, debug, trace };
 
+// How the Guix front end drives a machines.scm machine: through the `guix`
+// command line, or, for a machine that has Nix and no Guix, through
+// `nix-store --serve` as Nix's build-remote does. auto_detect decides from the
+// machine's probe (hook/guix_offload.hpp remote_flavour_for).
+enum class remote_flavour { auto_detect, guix, nix };
+
 struct settings {
     std::string codec = "auto";                    // "auto" or a codec spec (codec layer parses it)
     unsigned compression_threads = 0;              // 0 = auto
     std::uint64_t memory_budget = 128ull << 20;    // bytes
     std::chrono::milliseconds probe_deadline{5000};
     std::chrono::milliseconds probe_cache{5000};   // key probe-cache-seconds
+    std::chrono::milliseconds slot_wait{2000};     // every slot taken: wait this long before postponing
     std::string state_dir;                         // set by load_ferry_conf's default_state_dir
     std::optional<double> overload_threshold;      // nullopt = keep the machine's own (Guix: 0.8); "off" = disable
     bool overload_threshold_off = false;
@@ -39,7 +46,10 @@ struct settings {
     log_level level = log_level::info;
     unsigned parallel_import_streams = 0;          // 0 = auto
     std::string guix_program = "guix";             // Guix machines: the remote `guix` command
-    std::string remote_state_dir = "/var/guix";    // Guix machines: state directory (gcroots)
+    // machines.scm machines: state directory (gcroots); "" = the flavour's own
+    // (/var/guix for Guix, /nix/var/nix for Nix).
+    std::string remote_state_dir;
+    remote_flavour flavour = remote_flavour::auto_detect;
 };
 
 struct key_info {

@@ -67,6 +67,18 @@ std::string guix_build_command(const guix_remote_options& o, std::string_view ro
 std::vector<std::string> local_export_argv(std::string_view local_guix, const std::vector<std::string>& paths,
                                            const codec::codec_spec& codec, unsigned threads = 0);
 
+// Where an upload's signed bundle comes from: `produce` writes the whole bundle
+// (1 item 1 item ... 0, references first) to the sink, awaiting each piece, and
+// throws ferry::failure naming its side when it fails. Two sources: the local
+// daemon over its socket (hook/guix_machine_offload.cpp, daemon::export_bundle)
+// and the local `guix archive --export` (local_cli_export).
+using bundle_sink = std::function<asio::awaitable<void>(std::string_view)>;
+struct bundle_source {
+    std::string name;  // in messages: "the local guix-daemon at SOCKET", ...
+    std::function<asio::awaitable<void>(bundle_sink)> produce;
+};
+bundle_source local_cli_export(std::string local_guix, std::vector<std::string> paths);
+
 // How `guix build` ended, read as offload.scm reads a store-protocol-error: a
 // build failure is permanent (hook exit 100), a timeout 101, anything else
 // (ssh trouble, a missing program, a signal) transient.
@@ -92,12 +104,12 @@ public:
     asio::awaitable<void> protect(const std::vector<std::string>& paths);
     // Which of `paths` the machine lacks, in the order given.
     asio::awaitable<std::vector<std::string>> missing_paths(const std::vector<std::string>& paths);
-    // Streams the local export of `paths` (local_export_argv) into the remote
-    // import. progress is called at least every `progress_every`, and at the end.
-    // Returns the bytes sent on the channel. Throws ferry::failure naming the host
-    // and the failing side (local export or remote import, with its stderr).
-    asio::awaitable<std::uint64_t> send(std::string local_guix, std::vector<std::string> paths,
-                                        codec::codec_spec codec, guix_progress_fn progress,
+    // Streams the source's signed bundle, compressed with `codec`, into the
+    // remote import (its items are counted on the way). progress is called at
+    // least every `progress_every`, and at the end. Returns the bytes sent on the
+    // channel. Throws ferry::failure naming the host and the failing side (the
+    // source, or the remote import with its stderr).
+    asio::awaitable<std::uint64_t> send(bundle_source source, codec::codec_spec codec, guix_progress_fn progress,
                                         std::chrono::milliseconds progress_every);
     struct build_outcome {
         guix_build_verdict verdict = guix_build_verdict::transient;
@@ -110,9 +122,9 @@ public:
                                          std::uint64_t timeout, log_sink log);
     // Streams `guix archive --export outputs | <compressor>` into `sink`
     // (decompressed bundle bytes). Returns the wire bytes.
-    using bundle_sink = std::function<void(std::string_view)>;
+    using received_sink = std::function<void(std::string_view)>;
     asio::awaitable<std::uint64_t> receive(std::vector<std::string> outputs, codec::codec_spec codec,
-                                           bundle_sink sink, guix_progress_fn progress,
+                                           received_sink sink, guix_progress_fn progress,
                                            std::chrono::milliseconds progress_every);
     // Removes the GC roots; never throws.
     asio::awaitable<void> finish() noexcept;

@@ -3,6 +3,7 @@
 //   <state>/ferry/backoff/<name>:<port>  unreachable machines and when to retry
 //   <state>/ferry/probe/<name>:<port>    the last probe result and its time
 //   <state>/ferry/link/<name>:<port>     the last measured upload speed and its time
+//   <state>/ferry/slot-wait-missed       when a hook last waited for a slot in vain
 // Files are replaced atomically (write a temporary file, rename), so readers
 // never see half a file. A missing or unreadable file means "no record".
 // Times are wall-clock (they are compared across processes); the clock is
@@ -94,6 +95,25 @@ private:
     std::filesystem::path dir_;
     wall_clock clock_;
     std::chrono::milliseconds ttl_;
+};
+
+// Whether a hook that finds every slot taken may wait briefly for one before
+// postponing (hook::offload_settings::slot_wait). The daemon reads the hook's
+// reply synchronously, so while a hook waits nothing else is scheduled; a wait
+// that ran out means the machines' builds are long, and for `window` after it
+// every hook postpones at once instead of blocking the daemon again.
+class slot_wait_memory {
+public:
+    explicit slot_wait_memory(std::filesystem::path state_dir, wall_clock clock = system_wall_clock(),
+                              std::chrono::milliseconds window = std::chrono::seconds(10));
+
+    bool recently_missed() const;
+    void record_miss();
+
+private:
+    std::filesystem::path file_;
+    wall_clock clock_;
+    std::chrono::milliseconds window_;
 };
 
 }  // namespace ferry::schedule
