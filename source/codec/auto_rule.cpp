@@ -15,12 +15,17 @@ constexpr double infinity = std::numeric_limits<double>::infinity();
 double mb(double bytes_per_s) { return bytes_per_s / 1e6; }
 
 // CPU time per closure byte is what the cores share: compression plus encrypting
-// what is left of the byte after compression.
-double cpu_bound(const codec_measurement& m, const auto_inputs& in) {
+// what is left of the byte after compression; with a machine on the same kernel,
+// also its decryption, decoding (decode_speed: closure bytes per second) and import.
+double cpu_bound(const codec_measurement& m, const auto_inputs& in, double decode_speed) {
     unsigned cores = std::max(1u, in.local_cores);
     double usable_cores = 1.0 + (cores - 1) * in.thread_efficiency;
     double per_byte = 1.0 / (m.ratio * in.cipher_bytes_per_s);
     if (m.spec.kind != codec_kind::none) per_byte += 1.0 / m.compress_bytes_per_s;
+    if (in.remote_shares_cpu) {
+        per_byte += 1.0 / (m.ratio * in.cipher_bytes_per_s) + 1.0 / decode_speed;
+        if (in.import_cpu_bytes_per_s > 0) per_byte += 1.0 / in.import_cpu_bytes_per_s;
+    }
     return usable_cores / per_byte;
 }
 
@@ -37,7 +42,7 @@ prediction predict(const codec_measurement& m, const auto_inputs& in) {
         decode = in.remote_xz_decode_bytes_per_s;
         p.usable = in.remote_has_xz;
     }
-    double cpu = cpu_bound(m, in);
+    double cpu = cpu_bound(m, in, decode);
     double sink = in.sink_bytes_per_s > 0 ? in.sink_bytes_per_s : infinity;
     p.bytes_per_s = link;
     if (cpu < p.bytes_per_s) p = {m.spec, cpu, "cpu", p.usable};
@@ -79,9 +84,16 @@ auto_choice choose_codec(const auto_inputs& in) {
     choice.spec = pick->spec;
     choice.predicted_bytes_per_s = pick->bytes_per_s;
     choice.limit = pick->limit;
-    choice.reason = fmt::format("link {:.1f} MB/s, {} cores: {} predicted {:.1f} MB/s ({}-bound)",
-                                mb(in.link_bytes_per_s), in.local_cores, to_string(pick->spec),
+    choice.reason = fmt::format("link {:.1f} MB/s, {} cores{}: {} predicted {:.1f} MB/s ({}-bound)",
+                                mb(in.link_bytes_per_s), in.local_cores,
+                                in.remote_shares_cpu ? " shared with the machine" : "", to_string(pick->spec),
                                 mb(pick->bytes_per_s), pick->limit);
+    // The runners-up, so that a surprising choice can be checked against its figures.
+    std::string others;
+    for (const auto& p : choice.considered)
+        if (&p != pick && p.usable)
+            others += fmt::format("{}{} {:.0f}", others.empty() ? "" : ", ", to_string(p.spec), mb(p.bytes_per_s));
+    if (!others.empty()) choice.reason += "; others: " + others;
     return choice;
 }
 

@@ -1,6 +1,7 @@
 #include "ferry/transfer/auto_probe.hpp"
 
 #include <algorithm>
+#include <fstream>
 #include <thread>
 
 #include <asio/buffer.hpp>
@@ -94,6 +95,14 @@ std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
     return out;
 }
 
+bool same_kernel(std::string_view remote_output) {
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    std::string local;
+    std::getline(in, local);
+    if (local.empty()) return false;
+    return remote_output.find("boot " + local + "\n") != std::string_view::npos;
+}
+
 std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s) {
     using codec::codec_kind;
     std::vector<codec::codec_spec> c = {{codec_kind::zstd, 1}, {codec_kind::zstd, 3}, {codec_kind::zstd, 6},
@@ -106,9 +115,11 @@ asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vect
                                                 std::optional<double> known_link) {
     codec::auto_inputs in;
     in.link_bytes_per_s = known_link ? *known_link : co_await measure_upload(s);
-    auto tools = co_await ssh::run(s, "sh -c 'command -v zstd; command -v xz; true'");
+    auto tools = co_await ssh::run(s, "sh -c 'command -v zstd; command -v xz; "
+                                      "echo boot $(cat /proc/sys/kernel/random/boot_id 2>/dev/null); true'");
     in.remote_has_zstd = tools.out.find("zstd") != std::string::npos;
     in.remote_has_xz = tools.out.find("xz") != std::string::npos;
+    in.remote_shares_cpu = same_kernel(tools.out);
     in.local_cores = std::max(1u, std::thread::hardware_concurrency());
     in.candidates = measure_codecs(sample_nars(paths), auto_candidates(in.link_bytes_per_s));
     co_return probed_choice{codec::choose_codec(in), in.link_bytes_per_s};

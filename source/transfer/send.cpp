@@ -1,4 +1,5 @@
 #include "ferry/transfer/send.hpp"
+#include "ferry/transfer/send_plan.hpp"
 
 #include <algorithm>
 #include <array>
@@ -522,24 +523,20 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
     remote_ready_gate ready(co_await asio::this_coro::executor);
     const stream_context ctx{0, started, &meters, &ready};
 
-    // Waves: depth = 1 + the deepest reference inside the set (references first in `order`).
     std::vector<store::path_info> infos;
-    std::map<std::string, std::size_t> depth;
-    std::size_t max_depth = 0;
     std::uint64_t nar_total = 0;
     for (const auto& p : order) {
         auto info = db.query_path_info(p);
         if (!info) throw failure(errc::bad_input, fmt::format("send to {}: '{}' is not valid locally", s.host(), p));
-        std::size_t d = 0;
-        for (const auto& r : info->references)
-            if (auto it = depth.find(r); it != depth.end() && r != p) d = std::max(d, it->second + 1);
-        depth[p] = d;
-        max_depth = std::max(max_depth, d);
         nar_total += info->nar_size;
         infos.push_back(std::move(*info));
     }
-    std::vector<std::vector<store::path_info>> waves(max_depth + 1);
-    for (auto& i : infos) waves[depth[i.path]].push_back(std::move(i));
+    const std::size_t path_count = infos.size();
+    send_plan_options plan;
+    plan.streams = std::max(1u, options.streams);
+    plan.parallel_threshold = options.parallel_threshold;
+    plan.parallel_min_paths = options.parallel_min_paths;
+    auto rounds = plan_send_rounds(std::move(infos), plan);
 
     // Progress over all streams: what finished streams did plus what running ones report.
     std::size_t items_before = 0;
@@ -552,7 +549,7 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
             out[k].on_progress = [&, k](const progress& p) {
                 running[k] = p;
                 if (!options.on_progress) return;
-                progress sum{items_before, infos.size(), bytes_before, nar_total};
+                progress sum{items_before, path_count, bytes_before, nar_total};
                 for (const auto& r : running) {
                     sum.items_done += r.items_done;
                     sum.bytes_done += r.bytes_done;
@@ -580,40 +577,7 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
         running.clear();
     };
 
-    std::vector<store::path_info> batch;  // consecutive small waves: one ordered stream
-    const unsigned streams = std::max(1u, options.streams);
-    for (auto& wave : waves) {
-        std::uint64_t bytes = 0;
-        for (const auto& i : wave) bytes += i.nar_size;
-        const bool big = bytes >= options.parallel_threshold || wave.size() >= options.parallel_min_paths;
-        if (streams < 2 || wave.size() < 2 || !big) {
-            for (auto& i : wave) batch.push_back(std::move(i));
-            continue;
-        }
-        if (!batch.empty()) {
-            std::vector<std::vector<store::path_info>> one(1);
-            one[0] = std::move(batch);
-            batch.clear();
-            co_await run(std::move(one));
-        }
-        // Largest first onto the least loaded stream; a path weighs its bytes plus
-        // what the remote's per-path import work is worth in bytes.
-        constexpr std::uint64_t per_path_weight = 256 << 10;
-        std::sort(wave.begin(), wave.end(), [](auto& a, auto& b) { return a.nar_size > b.nar_size; });
-        std::vector<std::vector<store::path_info>> groups(std::min<std::size_t>(streams, wave.size()));
-        std::vector<std::uint64_t> load(groups.size(), 0);
-        for (auto& i : wave) {
-            auto k = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
-            load[k] += i.nar_size + per_path_weight;
-            groups[k].push_back(std::move(i));
-        }
-        co_await run(std::move(groups));
-    }
-    if (!batch.empty()) {
-        std::vector<std::vector<store::path_info>> one(1);
-        one[0] = std::move(batch);
-        co_await run(std::move(one));
-    }
+    for (auto& round : rounds) co_await run(std::move(round));
     // Concurrent streams: a stage kind was busy while any of its streams was.
     for (auto& st : total.stages) {
         if (st.name == "read") st.busy = meters.read.total();

@@ -56,6 +56,27 @@ BOOST_AUTO_TEST_CASE(hundred_mbit_picks_a_stronger_zstd_level) {
     BOOST_TEST(c.reason.find("link 11.2 MB/s") != std::string::npos);
 }
 
+// A machine on this kernel (a local test host behind a shaped 1 Gbit/s link)
+// takes its decryption, decoding and import from the same 2 cores: every
+// prediction drops, the CPU becomes the limit, and the reason says so.
+BOOST_AUTO_TEST_CASE(a_machine_on_this_kernel_shares_the_cpu) {
+    auto in = measured(117e6);
+    auto apart = choose_codec(in);
+    in.remote_shares_cpu = true;
+    auto shared = choose_codec(in);
+    BOOST_TEST(apart.limit == "link");
+    BOOST_TEST(shared.limit == "cpu");
+    BOOST_TEST(shared.predicted_bytes_per_s < 0.6 * apart.predicted_bytes_per_s);
+    // zstd:3: 1.8 cores / (1/208 + 2/(2.66*440) + 1/700 + 1/300 per MB) = 160 MB/s.
+    auto zstd3 = predict({{codec_kind::zstd, 3}, 208e6, 2.66}, in);
+    BOOST_TEST(zstd3.bytes_per_s / 1e6 == 160.0, boost::test_tools::tolerance(0.01));
+    // none pays the cipher twice and the import: 1.8 / (2/440 + 1/300) = 228 MB/s, link-bound at 117.
+    auto none = predict({{codec_kind::none, 0}, 0, 1.0}, in);
+    BOOST_TEST(none.limit == "link");
+    BOOST_TEST(shared.reason.find("2 cores shared with the machine") != std::string::npos, shared.reason);
+    BOOST_TEST(shared.reason.find("others: none 117") != std::string::npos, shared.reason);
+}
+
 BOOST_AUTO_TEST_CASE(ten_mbit_picks_xz_unless_the_remote_lacks_it) {
     auto in = measured(mbit10);
     BOOST_TEST(to_string(choose_codec(in).spec) == "xz:0");

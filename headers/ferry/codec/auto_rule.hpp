@@ -9,6 +9,9 @@
 //   - the remote import:     sink_bytes_per_s (the same for every codec; 0 = unknown)
 //   - the local CPU, shared by the compressor and the cipher:
 //       cores * efficiency / (1 / compress_speed + 1 / (ratio * cipher_bytes_per_s))
+//     and, when the machine runs on this very kernel (remote_shares_cpu: a
+//     container, a network namespace, a test host), by the machine's side too:
+//       + 1 / (ratio * cipher_bytes_per_s) + 1 / decode_speed + 1 / import_cpu
 // The winner is the candidate with the highest prediction; among those within
 // `tolerance` of it the cheapest in CPU wins (none, then the fastest compressor),
 // so a link that is not the bottleneck gets `none` or zstd:1.
@@ -32,6 +35,10 @@ struct codec_measurement {
 inline constexpr double default_zstd_decode_bytes_per_s = 700e6;
 inline constexpr double default_xz_decode_bytes_per_s = 50e6;
 inline constexpr double default_cipher_bytes_per_s = 440e6;  // libssh, one core
+// CPU the remote import costs per closure byte (NAR parse, hash, write): a 1 GB
+// `none` send on loopback, where the import is the bottleneck, runs at ~285 MB/s
+// (docs/bench.md).
+inline constexpr double default_import_cpu_bytes_per_s = 300e6;
 
 struct auto_inputs {
     double link_bytes_per_s = 0;      // measured raw upload (probe); must be > 0
@@ -44,6 +51,9 @@ struct auto_inputs {
     double remote_xz_decode_bytes_per_s = default_xz_decode_bytes_per_s;
     double cipher_bytes_per_s = default_cipher_bytes_per_s;
     double sink_bytes_per_s = 0;      // remote import speed if known; 0 = no cap
+    // The machine's decoder, cipher and import run on the local cores (same boot id).
+    bool remote_shares_cpu = false;
+    double import_cpu_bytes_per_s = default_import_cpu_bytes_per_s;
     double tolerance = 0.05;          // "as fast" margin for preferring cheaper CPU
 };
 

@@ -32,6 +32,11 @@ std::string sample_nars(const std::vector<std::string>& paths, std::size_t bytes
 std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
                                                      const std::vector<codec::codec_spec>& candidates);
 
+// Whether a machine's output holds a line "boot <id>" with this kernel's boot id
+// (/proc/sys/kernel/random/boot_id): the machine runs on the same kernel — a
+// container, a network namespace, a local test host — and shares the local CPU.
+bool same_kernel(std::string_view remote_output);
+
 // The candidates tried: zstd 1, 3, 6, 9 and xz 0; xz 3 too when the link is
 // slower than 5 MB/s (then its cost is worth measuring).
 std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s);
