@@ -103,10 +103,12 @@ bool same_kernel(std::string_view remote_output) {
     return remote_output.find("boot " + local + "\n") != std::string_view::npos;
 }
 
-std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s) {
+std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s, unsigned cores) {
     using codec::codec_kind;
-    std::vector<codec::codec_spec> c = {{codec_kind::zstd, 1}, {codec_kind::zstd, 3}, {codec_kind::zstd, 6},
-                                        {codec_kind::zstd, 9}, {codec_kind::xz, 0}};
+    const double most = std::max(1u, cores) * 1.0;  // every core at one-thread speed: an upper bound
+    std::vector<codec::codec_spec> c = {{codec_kind::zstd, 1}, {codec_kind::zstd, 3}, {codec_kind::zstd, 6}};
+    if (link_bytes_per_s < most * 60e6) c.push_back({codec_kind::zstd, 9});
+    if (link_bytes_per_s < most * 25e6) c.push_back({codec_kind::xz, 0});
     if (link_bytes_per_s < 5e6) c.push_back({codec_kind::xz, 3});
     return c;
 }
@@ -121,7 +123,7 @@ asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vect
     in.remote_has_xz = tools.out.find("xz") != std::string::npos;
     in.remote_shares_cpu = same_kernel(tools.out);
     in.local_cores = std::max(1u, std::thread::hardware_concurrency());
-    in.candidates = measure_codecs(sample_nars(paths), auto_candidates(in.link_bytes_per_s));
+    in.candidates = measure_codecs(sample_nars(paths), auto_candidates(in.link_bytes_per_s, in.local_cores));
     co_return probed_choice{codec::choose_codec(in), in.link_bytes_per_s};
 }
 

@@ -41,8 +41,11 @@ std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
 bool same_kernel(std::string_view remote_output);
 
 // The candidates tried: zstd 1, 3, 6, 9 and xz 0; xz 3 too when the link is
-// slower than 5 MB/s (then its cost is worth measuring).
-std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s);
+// slower than 5 MB/s (then its cost is worth measuring). A slow codec is not even
+// measured when `cores` of it could not keep up with the link (its one-thread
+// speed here is at most: xz:0 25 MB/s, zstd:9 60 MB/s; library-notes.md has
+// 16 and 41): `none` beats it there, and measuring xz:0 alone costs 0.25 s.
+std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s, unsigned cores = 1);
 
 // All of the above on an open session; `paths` is the closure to move. A known
 // link speed (bytes/s, measured recently) spares the upload measurement.
