@@ -241,11 +241,7 @@ asio::awaitable<void> guix_run::receive(remote::guix_build_machine& m) {
 asio::awaitable<offload_outcome> offload_to_guix_machine(guix_offload_job job, offload_settings settings,
                                                          offload_events events) {
     guix_run r{{std::move(events)}, std::move(job), std::move(settings), {}};
-    if (auto why = co_await failure_of(r.run())) {
-        r.outcome.exit_code = 1;
-        r.outcome.message =
-            fmt::format("offloading '{}' to '{}' failed: {}", r.job.drv_path, host_of(r.job.machine), *why);
-    }
+    co_await offload_failed(r.run(), r.outcome, r.job.drv_path, host_of(r.job.machine));
     co_return std::move(r.outcome);
 }
 

@@ -63,8 +63,6 @@ T run_on(asio::io_context& io, asio::awaitable<T> op) {
     return fut.get();
 }
 
-std::string megabytes(std::uint64_t bytes) { return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6); }
-
 std::string read_text(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw failure(std::error_code(errno, std::system_category()), fmt::format("cannot read the derivation {}", path));

@@ -136,6 +136,9 @@ struct machine_choice {
 asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machine>& machines,
                                                const offload_request& request, const offload_settings& settings);
 
+// "12.3 MB" (10^6 bytes): how the hooks' messages show sizes.
+std::string megabytes(std::uint64_t bytes);
+
 // What an offload reports while it runs. Every member may be empty.
 struct offload_events {
     // Build log bytes as they come (fd 4 for both daemons). Awaited: back-pressure.
@@ -165,10 +168,6 @@ struct event_reporter {
     }
 };
 
-// Awaits an offload's steps; returns what stopped them, if anything (the text of
-// the exception: every step's failure names its step and machine).
-asio::awaitable<std::optional<std::string>> failure_of(asio::awaitable<void> steps);
-
 struct offload_job {
     machines::machine machine;
     std::optional<schedule::probe_result> probe;  // from the choice (tools, cores)
@@ -196,6 +195,13 @@ struct offload_outcome {
     transfer::transfer_report sent, received;
     std::chrono::nanoseconds build_time{0};
 };
+
+// Awaits an offload's steps (both machines' flows). If they throw, the outcome
+// becomes exit status 1 with "offload of 'DRV' to 'MACHINE' failed: <the
+// exception's text>" (every step's failure names its step and machine), and the
+// result is true.
+asio::awaitable<bool> offload_failed(asio::awaitable<void> steps, offload_outcome& outcome, std::string_view drv,
+                                     std::string_view machine);
 
 // Runs the whole offload on a Nix build machine. Never throws: every failure
 // becomes an outcome with exit_code 1 (or 100/101) and a message naming the host
