@@ -154,29 +154,17 @@ asio::awaitable<bool> guix_run::build(remote::guix_build_machine& m) {
     };
     const std::uint64_t silent = with_grace(job.max_silent_time);
     const std::uint64_t total = with_grace(job.build_timeout);
-    auto ex = co_await asio::this_coro::executor;
-    auto group = asio::experimental::make_parallel_group(
-        asio::co_spawn(ex, m.build(job.drv_path, job.max_silent_time, job.build_timeout, sink),
-                       asio::experimental::deferred),
-        asio::co_spawn(ex, build_watchdog(wd, silent, total), asio::experimental::deferred));
-    auto [order, build_error, result, watchdog_error] =
-        co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-    (void)watchdog_error;
+    auto built = co_await build_under_watchdog(m.build(job.drv_path, job.max_silent_time, job.build_timeout, sink), wd,
+                                               silent, total);
     outcome.build_time = clock::now() - wd.started;
     end(offload_events::phase::build);
-    if (order[0] == 1) {
+    if (!built) {
         outcome.exit_code = 101;
         outcome.message = fmt::format("derivation '{}' offloaded to '{}' {} (killed by ferry)", job.drv_path, name,
                                       wd.why);
         co_return false;
     }
-    if (build_error) {
-        try {
-            std::rethrow_exception(build_error);
-        } catch (const failure& e) {
-            throw failure(e.code(), fmt::format("building: {}", e.what()));
-        }
-    }
+    const auto& result = *built;
     switch (result.verdict) {
     case remote::guix_build_verdict::built: co_return true;
     case remote::guix_build_verdict::failed:

@@ -218,27 +218,16 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         wd.last_output = clock::now();
         if (events.log) co_await events.log(bytes);
     };
-    auto ex = co_await asio::this_coro::executor;
-    auto group = asio::experimental::make_parallel_group(
-        asio::co_spawn(ex, m.build(std::move(req), sink), asio::experimental::deferred),
-        asio::co_spawn(ex, build_watchdog(wd, job.max_silent_time, job.build_timeout), asio::experimental::deferred));
-    auto [order, build_error, result, watchdog_error] =
-        co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-    (void)watchdog_error;
+    auto built = co_await build_under_watchdog(m.build(std::move(req), sink), wd, job.max_silent_time,
+                                               job.build_timeout);
     outcome.build_time = clock::now() - wd.started;
     end(offload_events::phase::build);
-    if (order[0] == 1) {
+    if (!built) {
         outcome.exit_code = 101;
         outcome.message = fmt::format("build of '{}' on '{}' {} (killed by ferry)", job.drv_path, uri, wd.why);
         co_return;
     }
-    if (build_error) {
-        try {  // as for the transfers: the layers below name host and command, the step is said here
-            std::rethrow_exception(build_error);
-        } catch (const failure& e) {
-            throw failure(e.code(), fmt::format("building: {}", e.what()));
-        }
-    }
+    const auto& result = *built;
     if (!serve::succeeded(result.status)) {
         outcome.exit_code = serve::hook_exit_code(result.status);
         outcome.message = fmt::format("build of '{}' on '{}' failed: {}{}", job.drv_path, uri,

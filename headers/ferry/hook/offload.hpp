@@ -43,12 +43,18 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 
 #include "ferry/codec/codec_spec.hpp"
 #include "ferry/codec/memory_budget.hpp"
@@ -63,6 +69,7 @@
 #include "ferry/ssh/ssh_options.hpp"
 #include "ferry/store/store_path.hpp"
 #include "ferry/transfer/report.hpp"
+#include "ferry/util/error.hpp"
 
 namespace ferry::hook {
 
@@ -220,5 +227,30 @@ struct watchdog_state {
     std::string why;
 };
 asio::awaitable<void> build_watchdog(watchdog_state& st, std::uint64_t max_silent_time, std::uint64_t timeout);
+
+// Runs a remote build beside build_watchdog(wd, max_silent_time, timeout); the
+// first to finish cancels the other (a cancelled build closes its channel, which
+// ends the remote builder). nullopt: the watchdog fired (wd.why says why). A
+// failure of the build is rethrown with the step named ("building: ...").
+template <class Result>
+asio::awaitable<std::optional<Result>> build_under_watchdog(asio::awaitable<Result> build, watchdog_state& wd,
+                                                            std::uint64_t max_silent_time, std::uint64_t timeout) {
+    auto ex = co_await asio::this_coro::executor;
+    auto group = asio::experimental::make_parallel_group(
+        asio::co_spawn(ex, std::move(build), asio::experimental::deferred),
+        asio::co_spawn(ex, build_watchdog(wd, max_silent_time, timeout), asio::experimental::deferred));
+    auto [order, build_error, result, watchdog_error] =
+        co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    (void)watchdog_error;
+    if (order[0] == 1) co_return std::nullopt;
+    if (build_error) {
+        try {  // the layers below name host and command; the step is said here
+            std::rethrow_exception(build_error);
+        } catch (const failure& e) {
+            throw failure(e.code(), "building: " + std::string(e.what()));
+        }
+    }
+    co_return std::move(result);
+}
 
 }  // namespace ferry::hook
