@@ -40,10 +40,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
