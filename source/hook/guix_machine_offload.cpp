@@ -12,11 +12,13 @@
 #include <fmt/core.h>
 
 #include "ferry/daemon/worker_connection.hpp"
+#include "ferry/schedule/state.hpp"
 #include "ferry/store/database.hpp"
 #include "ferry/store/gc_protect.hpp"
 #include "ferry/store/guix_signature.hpp"
 #include "ferry/store/importer.hpp"
 #include "ferry/store/temp_sweep.hpp"
+#include "ferry/transfer/auto_probe.hpp"
 #include "ferry/util/error.hpp"
 
 namespace ferry::hook {
@@ -46,9 +48,11 @@ struct guix_run : event_reporter {
         config.database_path = job.local_database.string();
         return config;
     }
+    codec::codec_spec codec;  // job.codec with auto resolved
     asio::awaitable<remote::bundle_source> upload_source(const std::vector<std::string>& paths);
+    asio::awaitable<void> resolve_codec(ssh::session& s, const std::vector<std::string>& missing);
     asio::awaitable<void> run();
-    asio::awaitable<void> steps(remote::guix_build_machine& m);
+    asio::awaitable<void> steps(remote::guix_build_machine& m, ssh::session& s);
     asio::awaitable<bool> build(remote::guix_build_machine& m);
     asio::awaitable<void> receive(remote::guix_build_machine& m);
 };
@@ -64,7 +68,7 @@ asio::awaitable<void> guix_run::run() {
     end(offload_events::phase::connect);
     std::exception_ptr error;
     try {
-        co_await steps(machine);
+        co_await steps(machine, *kept);
     } catch (...) {
         error = std::current_exception();
     }
@@ -73,7 +77,7 @@ asio::awaitable<void> guix_run::run() {
     if (error) std::rethrow_exception(error);
 }
 
-asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m) {
+asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m, ssh::session& s) {
     const std::string name = host_of(job.machine);
     // 1. inputs (+ .drv): protect, ask, send what is missing.
     std::vector<std::string> inputs = job.inputs;
@@ -82,10 +86,11 @@ asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m) {
     auto missing = co_await m.missing_paths(inputs);
     say(log_level::talkative,
         fmt::format("ferry: {} of {} inputs missing on '{}'", missing.size(), inputs.size(), name));
+    co_await resolve_codec(s, missing);
     if (!missing.empty()) {
         start(offload_events::phase::send, missing.size(), 0);
         try {
-            outcome.sent.wire_bytes = co_await m.send(co_await upload_source(missing), job.codec,
+            outcome.sent.wire_bytes = co_await m.send(co_await upload_source(missing), codec,
                                                       progress(offload_events::phase::send, missing.size()),
                                                       job.progress_every);
         } catch (const failure& e) {
@@ -99,6 +104,27 @@ asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m) {
     // 3. outputs.
     co_await receive(m);
     outcome.exit_code = 0;
+}
+
+asio::awaitable<void> guix_run::resolve_codec(ssh::session& s, const std::vector<std::string>& missing) {
+    codec = job.codec;
+    if (!codec.is_auto()) co_return;
+    std::uint64_t bytes = 0;
+    {
+        store::store_database db(local_store());
+        for (const auto& p : missing)
+            if (auto info = db.query_path_info(p)) bytes += info->nar_size;
+    }
+    codec = job.remote_has_zstd ? codec::codec_spec{codec::codec_kind::zstd, codec::default_zstd_level}
+                                : codec::codec_spec{codec::codec_kind::none, 0};
+    if (bytes < auto_measure_threshold) co_return;
+    std::optional<schedule::link_cache> links;
+    if (!settings.state_dir.empty()) links.emplace(settings.state_dir);
+    const auto target = schedule_machine_for(job.machine);
+    auto probed = co_await transfer::probe_and_choose(s, missing, links ? links->fresh(target) : std::nullopt);
+    codec = probed.choice.spec;
+    if (links) links->store(target, probed.link_bytes_per_s);
+    say(log_level::talkative, fmt::format("ferry: auto: {}", probed.choice.reason));
 }
 
 // The inputs' signed bundle, references first, as offload.scm's send-files gets
@@ -209,7 +235,7 @@ asio::awaitable<void> guix_run::receive(remote::guix_build_machine& m) {
     start(offload_events::phase::receive, wanted.size(), 0);
     try {
         outcome.received.wire_bytes =
-            co_await m.receive(wanted, job.codec, [&](std::string_view bytes) { verify.feed(bytes); },
+            co_await m.receive(wanted, codec, [&](std::string_view bytes) { verify.feed(bytes); },
                                progress(offload_events::phase::receive, wanted.size()), job.progress_every);
         verify.finish();
         importer.finish();
@@ -228,7 +254,7 @@ asio::awaitable<void> guix_run::receive(remote::guix_build_machine& m) {
 
 asio::awaitable<offload_outcome> offload_to_guix_machine(guix_offload_job job, offload_settings settings,
                                                          offload_events events) {
-    guix_run r{{std::move(events)}, std::move(job), std::move(settings), {}};
+    guix_run r{{std::move(events)}, std::move(job), std::move(settings), {}, {}};
     co_await offload_failed(r.run(), r.outcome, r.job.drv_path, host_of(r.job.machine));
     co_return std::move(r.outcome);
 }

@@ -200,13 +200,8 @@ guix_offload_job front_end::job_for(const protocol::guix_build_request& request,
     job.remote.guix_program = c.guix_program;
     job.remote.store_dir = env_.store_dir;
     job.remote.state_dir = remote_state_dir_for(c, machines::remote_flavour::guix);
-    job.codec = codec::parse_codec_spec(c.codec);
-    // No link measurement on the Guix path: `auto` is zstd:3 when the machine has
-    // zstd (the probe says), which pays off on anything slower than its import.
-    if (job.codec.is_auto())
-        job.codec = chosen_->probe && !chosen_->probe->has_zstd
-                        ? codec::codec_spec{codec::codec_kind::none, 0}
-                        : codec::codec_spec{codec::codec_kind::zstd, codec::default_zstd_level};
+    job.codec = codec::parse_codec_spec(c.codec);  // auto is resolved per upload (guix_machine_offload.hpp)
+    job.remote_has_zstd = !(chosen_->probe && !chosen_->probe->has_zstd);
     job.local_store_dir = env_.store_dir;
     job.local_state_dir = env_.state_dir;
     job.local_database = env_.database_dir / "db.sqlite";

@@ -51,11 +51,8 @@ codec::codec_spec pick_codec(const offload_settings& settings, const machines::m
     return {codec::codec_kind::none, 0};
 }
 
-// Codec auto with a sizeable send: the transfer layer measures the link (or takes
-// a recent measurement from the link cache), weighs codecs on a sample and adapts
-// the zstd level while streaming. Below this, 0.8 s of measuring is not worth it.
-constexpr std::uint64_t auto_measure_threshold = std::uint64_t{64} << 20;
-
+// Codec auto with a sizeable send (auto_measure_threshold): measured by the
+// transfer layer, which also adapts the zstd level while streaming.
 codec::codec_spec pick_send_codec(const offload_settings& settings, const offload_job& job,
                                   std::uint64_t missing_bytes) {
     if (settings.codec.is_auto() && missing_bytes >= auto_measure_threshold) return settings.codec;

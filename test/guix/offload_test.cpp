@@ -140,13 +140,17 @@ struct setup {
     }
 
     // Instantiates a derivation in the local store; returns drv, its inputs line, outputs line.
-    std::tuple<std::string, std::string, std::string> instantiate(const std::string& script) {
+    // `extra_input`: a file or directory added to the store as the derivation's `big`.
+    std::tuple<std::string, std::string, std::string> instantiate(const std::string& script,
+                                                                  const std::string& extra_input = "") {
         auto expr = local.directory() / ("d-" + std::to_string(++count_) + ".nix");
+        const std::string big = extra_input.empty() ? "" : fmt::format(
+            "big = builtins.path {{ path = {}; name = \"ferry-guix-big-{}\"; }};", extra_input, nonce);
         std::ofstream(expr) << fmt::format(
             "let src = builtins.toFile \"ferry-guix-input-{0}\" \"input {0}\\n\"; in\n"
             "derivation {{ name = \"ferry-guix-{0}-{1}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\";\n"
-            "  args = [ \"-c\" \"{2}\" ]; inherit src; }}\n",
-            nonce, count_, script);
+            "  args = [ \"-c\" \"{2}\" ]; inherit src; {3} }}\n",
+            nonce, count_, script, big);
         std::string drv, err;
         BOOST_TEST_REQUIRE(local.run("/usr/bin/nix-instantiate " + expr.string(), &drv, &err) == 0, err);
         drv = trimmed(drv);
@@ -264,6 +268,32 @@ BOOST_AUTO_TEST_CASE(uploads_come_from_the_local_daemon_over_its_socket) {
     const std::string out = trimmed(outputs);
     BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + out) == 0);
     BOOST_TEST(s.host.run("/usr/bin/nix-store --check-validity " + drv) == 0);  // imported there
+}
+
+// Codec auto on a Guix machine: an upload of >= 64 MiB measures the link and
+// weighs the codecs on a sample (as for Nix machines) instead of a fixed zstd:3.
+BOOST_AUTO_TEST_CASE(auto_codec_measures_the_link_for_a_large_upload) {
+    setup s;
+    std::ofstream(s.t.path / "ferry.conf") << fmt::format(
+        "log-level = debug\n[machine 127.0.0.1]\nguix-program = {}\nremote-state-dir = /nix/var/nix\ncodec = auto\n",
+        (s.host.directory() / "guix-shim").string());
+    {
+        std::mt19937_64 rng(7);
+        std::ofstream big(s.t.path / "big", std::ios::binary);
+        std::vector<std::uint64_t> block(1 << 17);  // 1 MiB
+        for (int i = 0; i < 70; ++i) {
+            for (auto& w : block) w = rng();
+            big.write(reinterpret_cast<const char*>(block.data()), static_cast<std::streamsize>(block.size() * 8));
+        }
+    }
+    auto [drv, inputs, outputs] = s.instantiate("/bin/cat $big > /dev/null; /bin/cat $src > $out",
+                                                (s.t.path / "big").string());
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "0", "0");
+    BOOST_TEST_MESSAGE("client saw:\n" << client);
+    BOOST_TEST_REQUIRE(status == 0, client);
+    BOOST_TEST(client.find("ferry: auto: link ") != std::string::npos, client);
+    BOOST_TEST(client.find("predicted") != std::string::npos, client);
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + trimmed(outputs)) == 0);
 }
 
 // guix-daemon in front, a build machine with Nix and no Guix behind: the probe

@@ -56,7 +56,12 @@ struct guix_offload_job {
     // when no daemon listens on daemon_socket.
     std::string local_guix;
     remote::guix_remote_options remote;  // guix-program, store dir, remote state dir
+    // auto: an upload of >= auto_measure_threshold bytes measures the link and
+    // weighs the codecs (transfer::probe_and_choose, as for Nix machines); below
+    // it zstd:3 when the machine has zstd, else none. Outputs come back with the
+    // same codec.
     codec::codec_spec codec{codec::codec_kind::zstd, 3};
+    bool remote_has_zstd = true;  // from the probe
     // The local store the outputs go to (Guix flavour: NIX_STORE_DIR,
     // GUIX_STATE_DIRECTORY, GUIX_DATABASE_DIRECTORY/db.sqlite).
     std::string local_store_dir = "/gnu/store";

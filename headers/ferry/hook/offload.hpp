@@ -143,6 +143,12 @@ struct machine_choice {
 asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machine>& machines,
                                                const offload_request& request, const offload_settings& settings);
 
+// Codec auto with a send of at least this many NAR bytes: the transfer layer
+// measures the link (or takes a recent measurement from the link cache) and
+// weighs the codecs on a sample (codec/auto_rule.hpp). Below it, ~0.5 s of
+// measuring is not worth it and a fixed rule decides.
+constexpr std::uint64_t auto_measure_threshold = std::uint64_t{64} << 20;
+
 // "12.3 MB" (10^6 bytes): how the hooks' messages show sizes.
 std::string megabytes(std::uint64_t bytes);
 
