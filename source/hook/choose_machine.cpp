@@ -102,7 +102,8 @@ bool any_busy(const schedule::selection& sel) {
                        [](const auto& r) { return r.status == schedule::machine_status::busy; });
 }
 
-// Every candidate was busy: polls their slots until one comes free (true) or
+// No candidate could take the build and some were only busy (every slot taken):
+// polls those machines' slots until one comes free (true) or
 // settings.slot_wait runs out (false). The slot is not kept: a fresh selection
 // takes the best free one (another hook may win it first; then this one postpones).
 asio::awaitable<bool> slot_came_free(const std::vector<schedule::machine>& candidates,
@@ -149,9 +150,10 @@ asio::awaitable<machine_choice> choose_machine(const std::vector<machines::machi
     if (!candidates.empty()) sel = co_await select_once(machines, index, candidates, settings, choice.session);
     auto facts = schedule::facts_for(settings.daemon, machines.size(), sel, request.can_build_locally);
     choice.reply = schedule::decide(facts);
-    // Every slot taken and the daemon would retry only after its poll interval
-    // (5 s by default), while builds often end sooner: wait briefly for a slot,
-    // unless a recent wait ran out (long builds: do not hold the daemon up again).
+    // Postponed, with some candidate only busy (every slot taken; the others down,
+    // overloaded or low on disk): the daemon would retry only after its poll
+    // interval (5 s by default), while builds often end sooner. Wait briefly for a
+    // slot, unless a recent wait ran out (long builds: do not hold the daemon up again).
     if (choice.reply == protocol::hook_reply::postpone && settings.slot_wait.count() > 0 &&
         !settings.state_dir.empty() && any_busy(sel)) {
         schedule::slot_wait_memory memory(settings.state_dir);

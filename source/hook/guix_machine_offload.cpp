@@ -121,9 +121,10 @@ asio::awaitable<void> guix_run::resolve_codec(ssh::session& s, const std::vector
     std::optional<schedule::link_cache> links;
     if (!settings.state_dir.empty()) links.emplace(settings.state_dir);
     const auto target = schedule_machine_for(job.machine);
-    auto probed = co_await transfer::probe_and_choose(s, missing, links ? links->fresh(target) : std::nullopt);
+    const auto known = links ? links->fresh(target) : std::nullopt;
+    auto probed = co_await transfer::probe_and_choose(s, missing, known);
     codec = probed.choice.spec;
-    if (links) links->store(target, probed.link_bytes_per_s);
+    if (links && !known) links->store(target, probed.link_bytes_per_s);  // only a new measurement renews it
     say(log_level::talkative, fmt::format("ferry: auto: {}", probed.choice.reason));
 }
 

@@ -190,7 +190,8 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
             // What auto resolved to serves the outputs too (the same link back).
             codec = outcome.sent.codec.empty() ? pick_codec(settings, job.machine, job.probe)
                                                : codec::parse_codec_spec(outcome.sent.codec);
-            if (links && outcome.sent.link_bytes_per_s > 0)
+            // Only a new measurement renews the record (a reused one would never expire).
+            if (links && !so.link_bytes_per_s && outcome.sent.link_bytes_per_s > 0)
                 links->store(schedule_machine_for(job.machine), outcome.sent.link_bytes_per_s);
             say(log_level::talkative, fmt::format("ferry: auto: {}", outcome.sent.auto_reason));
         }

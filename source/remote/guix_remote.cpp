@@ -2,6 +2,7 @@
 
 #include <array>
 #include <csignal>
+#include <set>
 #include <exception>
 
 #include <asio/co_spawn.hpp>
@@ -125,6 +126,9 @@ asio::awaitable<std::vector<std::string>> guix_build_machine::missing_paths(cons
     if (!r.status.success())
         throw failure(errc::remote_failed, fmt::format("{}: `{}` ended with {}: {}", host(), guix_missing_command(options_),
                                                        r.status.describe(), r.err));
+    // Only paths that were asked about: a machine naming another local path must
+    // not get it exported (and signed with the local key).
+    const std::set<std::string> asked(paths.begin(), paths.end());
     std::vector<std::string> missing;
     std::size_t pos = 0;
     while (pos < r.out.size()) {
@@ -134,6 +138,9 @@ asio::awaitable<std::vector<std::string>> guix_build_machine::missing_paths(cons
         pos = nl + 1;
         if (line.empty()) continue;
         store::parse_store_path(options_.store_dir, line);  // a banner or junk is an error, not a path
+        if (!asked.count(line))
+            throw failure(errc::bad_input, fmt::format("{}: `{}` named {}, which was not asked about", host(),
+                                                       guix_missing_command(options_), line));
         missing.push_back(std::move(line));
     }
     co_return missing;
@@ -159,24 +166,32 @@ bundle_source local_cli_export(std::string local_guix, std::vector<std::string> 
                 if (local_err.size() < 16384) local_err.append(buf.data(), n);
             }
         };
-        auto err_done = asio::co_spawn(ex, drain_err(), asio::use_awaitable);
-        std::exception_ptr error;
-        try {
-            std::string buf(std::size_t{1} << 18, '\0');
-            for (;;) {
-                auto [ec, n] = co_await child.out().async_read_some(asio::buffer(buf),
-                                                                    asio::experimental::as_tuple(asio::use_awaitable));
-                if (ec == asio::error::eof) break;
-                if (ec) throw failure(ec, fmt::format("reading the local `{} archive --export`", local_guix));
-                co_await sink(std::string_view(buf.data(), n));
+        // Its stdout into the sink; if the sink fails, the exporter is killed so that
+        // its stderr ends too (it must not block on a pipe nobody reads).
+        auto read_out = [&]() -> asio::awaitable<void> {
+            try {
+                std::string buf(std::size_t{1} << 18, '\0');
+                for (;;) {
+                    auto [ec, n] = co_await child.out().async_read_some(
+                        asio::buffer(buf), asio::experimental::as_tuple(asio::use_awaitable));
+                    if (ec == asio::error::eof) break;
+                    if (ec) throw failure(ec, fmt::format("reading the local `{} archive --export`", local_guix));
+                    co_await sink(std::string_view(buf.data(), n));
+                }
+            } catch (...) {
+                child.kill(SIGKILL);
+                throw;
             }
-        } catch (...) {
-            error = std::current_exception();
-            child.kill(SIGKILL);  // the consumer failed: the exporter must not block on a full pipe
-        }
+        };
+        // Both at once: a chatty exporter fills its stderr pipe while we read stdout.
+        auto [order, out_error, err_error] =
+            co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, read_out(), asio::experimental::deferred),
+                                                             asio::co_spawn(ex, drain_err(), asio::experimental::deferred))
+                .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+        (void)order;
+        (void)err_error;
         int status = co_await child.wait();
-        co_await std::move(err_done);
-        if (error) std::rethrow_exception(error);
+        if (out_error) std::rethrow_exception(out_error);
         if (status != 0)
             throw failure(errc::remote_failed, fmt::format("the local `{} archive --export` of {} paths ended with "
                                                            "status {}: {}",
@@ -243,6 +258,9 @@ asio::awaitable<std::uint64_t> guix_build_machine::send(bundle_source source, co
     } catch (const failure& e) {
         ch.close();
         throw failure(e.code(), fmt::format("{}: sending to `{}`: {}", host(), command, e.what()));
+    } catch (const std::exception& e) {
+        ch.close();
+        throw failure(errc::remote_failed, fmt::format("{}: sending to `{}`: {}", host(), command, e.what()));
     }
     co_await read_stderr_to_end(ch, remote_err, {});
     auto status = co_await ch.wait();

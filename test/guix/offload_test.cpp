@@ -296,6 +296,39 @@ BOOST_AUTO_TEST_CASE(auto_codec_measures_the_link_for_a_large_upload) {
     BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + trimmed(outputs)) == 0);
 }
 
+// The local `guix archive --export` may say a lot on stderr (warnings, a
+// backtrace) while it exports: read beside its stdout, it never blocks.
+BOOST_AUTO_TEST_CASE(a_chatty_local_exporter_does_not_stall_the_upload) {
+    setup s;
+    write_exec(s.t.path / "local-guix",
+               "#!/bin/sh\n"
+               "# TEST SHIM: the local `guix`, 256 KiB of warnings on stderr before the export.\n"
+               "[ \"$1 $2\" = 'archive --export' ] || exit 2\n"
+               "shift 2\n"
+               "/usr/bin/head -c 262144 /dev/zero | /usr/bin/tr '\\0' w >&2\n"
+               "exec /usr/bin/nix-store --export \"$@\"\n");
+    auto [drv, inputs, outputs] = s.instantiate("/bin/cat $src > $out");
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "0", "0");
+    BOOST_TEST(status == 0, client);
+    BOOST_TEST(s.local.run("/usr/bin/nix-store --check-validity " + trimmed(outputs)) == 0);
+}
+
+// `guix archive --missing` on the machine may name only paths it was asked about:
+// anything else would be exported and signed with the local key on its say-so.
+BOOST_AUTO_TEST_CASE(a_machine_naming_paths_it_was_not_asked_about_gets_nothing) {
+    setup s;
+    const std::string stranger = "/nix/store/0000000000000000000000000000000a-not-asked";
+    auto shim = std::string(remote_shim);
+    const std::string loop = "  while IFS= read -r p; do /usr/bin/nix-store --check-validity \"$p\" >/dev/null 2>&1 || echo \"$p\"; done\n";
+    BOOST_TEST_REQUIRE(shim.find(loop) != std::string::npos);
+    shim.replace(shim.find(loop), loop.size(), loop + "  echo " + stranger + "\n");
+    write_exec(s.host.directory() / "guix-shim", shim);
+    auto [drv, inputs, outputs] = s.instantiate("/bin/cat $src > $out");
+    auto [status, client, log] = offload_accepted(s, drv, inputs, outputs, "0", "0");
+    BOOST_TEST(status == 1, client);
+    BOOST_TEST(client.find(stranger + ", which was not asked about") != std::string::npos, client);
+}
+
 // guix-daemon in front, a build machine with Nix and no Guix behind: the probe
 // finds nix-store and no guix, so ferry drives the machine with nix-store --serve
 // (as Nix's build-remote) while speaking Guix's hook protocol to the daemon and
