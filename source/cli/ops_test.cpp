@@ -361,6 +361,34 @@ asio::awaitable<void> test_guix_transfers(ssh::session& s, const ops_target& t, 
 
 // --- one machine -------------------------------------------------------------
 
+// A machines.scm machine is checked the way the hook drives it
+// (hook::remote_flavour_for): forced by ferry.conf's remote-flavour, else a named
+// guix-program means Guix, else what the machine has (guix, or nix-store only).
+asio::awaitable<bool> driven_with_guix(ssh::session& s, const ops_target& t, const test_context& ctx) {
+    auto c = ctx.conf.for_machine(t.name);
+    std::optional<schedule::probe_result> tools;
+    if (c.flavour == machines::remote_flavour::auto_detect && c.guix_program == "guix") {
+        auto r = co_await run(s,
+                              "sh -c 'command -v guix >/dev/null && echo has-guix; "
+                              "command -v nix-store >/dev/null && echo has-nix-store; true'",
+                              ctx.step_deadline);
+        tools.emplace();
+        tools->has_guix = r.out.find("has-guix") != std::string::npos;
+        tools->has_nix_store = r.out.find("has-nix-store") != std::string::npos;
+    }
+    co_return hook::remote_flavour_for(c, tools) == machines::remote_flavour::guix;
+}
+
+// A machines.scm machine driven through nix-store --serve, as the hook reaches
+// it: the local (Guix) store directory, its remote-state-dir or Nix's.
+ops_target as_nix_machine(const ops_target& t, const test_context& ctx) {
+    ops_target n = t;
+    n.remote.store_dir = ctx.guix->store_dir;
+    auto c = ctx.conf.for_machine(t.name);
+    n.remote.state_dir = c.remote_state_dir.empty() ? "/nix/var/nix" : c.remote_state_dir;
+    return n;
+}
+
 asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_row& row) {
     row.step = "connect";
     auto options = t.ssh;
@@ -378,15 +406,17 @@ asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_
     row.step = "store";
     std::uint64_t server_version = 0;
     const auto guix = guix_options(t, ctx);
-    if (t.from_guix_file)
+    const bool as_guix = t.from_guix_file && co_await driven_with_guix(s, t, ctx);
+    const ops_target nix_target = t.from_guix_file && !as_guix ? as_nix_machine(t, ctx) : t;
+    if (as_guix)
         co_await check_guix_store(s, guix, ctx);
     else
-        server_version = co_await check_nix_store(s, t, ctx);
+        server_version = co_await check_nix_store(s, nix_target, ctx);
 
     row.step = "decompressors";
     codec::codec_spec codec = co_await check_decompressors(s, t, ctx, row);
 
-    if (t.from_guix_file) {
+    if (as_guix) {
         row.step = "import";
         co_await test_guix_transfers(s, t, guix, ctx, codec, row);
         s.close();
@@ -402,16 +432,16 @@ asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_
     std::vector<std::string> made;
     std::exception_ptr error;
     try {
-        co_await check_import(s, t, ctx, db, codec, server_version);
+        co_await check_import(s, nix_target, ctx, db, codec, server_version);
         made.push_back(ctx.item);
         row.step = "export";
-        made.push_back(co_await check_export(s, t, ctx, db, codec));
+        made.push_back(co_await check_export(s, nix_target, ctx, db, codec));
     } catch (...) {
         error = std::current_exception();
     }
     // Leave nothing behind on the machine (best effort: unreferenced, so deletable).
     if (!made.empty() && s.is_open()) {
-        std::string command = store_program(t) + " --delete";
+        std::string command = store_program(nix_target) + " --delete";
         for (const auto& p : made) command += " " + ssh::shell_quote(p);
         try {
             co_await remote::run_command(s, command, ctx.step_deadline);
@@ -455,12 +485,32 @@ void prepare_guix_scratch(test_context& ctx) {
     ctx.roots = std::make_unique<store::temp_roots>(ctx.local);
 }
 
+// The fresh item that machines.scm machines driven through nix-store --serve
+// import: a text item made and registered by ferry in the scratch store (never
+// by the local nix-store, whose database is not Guix's).
+std::string add_text_item(test_context& ctx, const std::string& name, const std::string& content) {
+    const std::string path = text_store_path(ctx.local.store_dir, name, content);
+    protocol::export_bundle::item_trailer trailer;
+    trailer.path = path;
+    std::string bundle;
+    protocol::export_bundle::append_item_begin(bundle);
+    bundle += protocol::nar::regular_file_nar(content);
+    protocol::export_bundle::append_item_trailer(bundle, trailer);
+    protocol::export_bundle::append_end(bundle);
+    store::store_database db(ctx.local);
+    store::bundle_importer importer(db, *ctx.roots);
+    importer.feed(bundle);
+    importer.finish();
+    return path;
+}
+
 void prepare_guix(test_context& ctx) {
     auto env = machines::environment::from_process();
     ctx.guix = hook::guix_environment::from([](const char* name) { return std::getenv(name); });
     ctx.conf = machines::load_ferry_conf(env, ctx.guix->state_dir.string());
     try {
         prepare_guix_scratch(ctx);
+        ctx.item = add_text_item(ctx, "ferry-test-import-" + ctx.nonce, "ferry test import " + ctx.nonce + "\n");
     } catch (const std::exception& e) {
         ctx.scratch_error = fmt::format("cannot make a throwaway local store: {}", e.what());
         ctx.scratch.reset();

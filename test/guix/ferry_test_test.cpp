@@ -220,4 +220,20 @@ BOOST_AUTO_TEST_CASE(outputs_the_local_acl_does_not_authorize_fail_the_export) {
     BOOST_TEST(r.out.find("unauthorized public key") != std::string::npos, r.out);
 }
 
+// A machines.scm machine with Nix and no Guix is checked as the hook drives it:
+// nix-store --serve (store, import of a fresh item registered by ferry in the
+// throwaway Guix-schema store, export back); the guix shim is never run.
+BOOST_AUTO_TEST_CASE(a_machine_with_nix_and_no_guix_is_checked_through_nix_store) {
+    guix_machine_setup s;
+    std::ofstream(s.t.path / "ferry.conf") << fmt::format("state-dir = {}\n", (s.t.path / "state").string());
+    auto r = s.ferry_test();
+    BOOST_TEST_MESSAGE("ferry test: " << r.out << r.err);
+    BOOST_TEST(r.status == 0, r.out << r.err);
+    BOOST_TEST(r.out == "✔ 127.0.0.1\n", r.out << r.err);
+    BOOST_TEST(!fs::exists(s.host.directory() / "calls"));  // no guix shim ran
+    std::string listing;
+    s.host.run("ls /nix/store", &listing);
+    BOOST_TEST(listing.find("ferry-test-") == std::string::npos, listing);  // cleaned up there
+}
+
 BOOST_AUTO_TEST_SUITE_END()
