@@ -18,7 +18,6 @@
 #include <CLI/CLI.hpp>
 #include <asio.hpp>
 #include <fmt/core.h>
-#include <sqlite3.h>
 
 #include "ferry/cli/ops_runner.hpp"
 #include "ferry/cli/ops_scratch_store.hpp"
@@ -453,27 +452,6 @@ asio::awaitable<void> test_machine(const ops_target& t, test_context& ctx, test_
     row.step.clear();
 }
 
-// Guix's schema (nix/libstore/schema.sql): an empty database for the scratch store.
-void create_guix_database(const std::string& file) {
-    std::filesystem::create_directories(std::filesystem::path(file).parent_path());
-    sqlite3* db = nullptr;
-    int rc = sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db,
-                          "pragma journal_mode=wal;"
-                          "create table ValidPaths (id integer primary key autoincrement not null, path text unique "
-                          "not null, hash text not null, registrationTime integer not null, deriver text, narSize "
-                          "integer);"
-                          "create table Refs (referrer integer not null, reference integer not null, primary key "
-                          "(referrer, reference));"
-                          "create table DerivationOutputs (drv integer not null, id text not null, path text not "
-                          "null, primary key (drv, id));",
-                          nullptr, nullptr, nullptr);
-    std::string why = rc == SQLITE_OK ? "" : (db ? sqlite3_errmsg(db) : "out of memory");
-    sqlite3_close(db);
-    if (!why.empty()) fail(fmt::format("creating {}: {}", file, why), errc::bad_input);
-}
-
 // Guix: the local Guix's store and state directories, covered by the scratch
 // store; its database inside it, whatever GUIX_DATABASE_DIRECTORY says.
 void prepare_guix_scratch(test_context& ctx) {
@@ -481,7 +459,7 @@ void prepare_guix_scratch(test_context& ctx) {
     ctx.scratch.emplace(scratch_store::create(real));
     ctx.local = ctx.scratch->config();
     ctx.local.database_path = ctx.local.state_dir + "/db/db.sqlite";
-    create_guix_database(ctx.local.database_path);
+    store::create_guix_database(ctx.local.database_path);
     ctx.roots = std::make_unique<store::temp_roots>(ctx.local);
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -343,6 +344,26 @@ void store_database::register_valid_paths(const std::vector<path_info>& infos) {
         }
         exec(db_, "commit", config_.database_path);
     });
+}
+
+void create_guix_database(const std::string& file) {
+    std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db,
+                          "pragma journal_mode=wal;"
+                          "create table ValidPaths (id integer primary key autoincrement not null, path text unique "
+                          "not null, hash text not null, registrationTime integer not null, deriver text, narSize "
+                          "integer);"
+                          "create table Refs (referrer integer not null, reference integer not null, primary key "
+                          "(referrer, reference));"
+                          "create table DerivationOutputs (drv integer not null, id text not null, path text not "
+                          "null, primary key (drv, id));",
+                          nullptr, nullptr, nullptr);
+    std::string why = rc == SQLITE_OK ? "" : (db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    if (!why.empty()) throw failure(errc::bad_input, fmt::format("creating {}: {}", file, why));
 }
 
 }  // namespace ferry::store

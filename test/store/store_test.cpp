@@ -472,12 +472,8 @@ BOOST_AUTO_TEST_CASE(guix_schema_columns_are_detected) {
     std::filesystem::create_directories(dir + "/var/db");
     std::filesystem::create_directories(dir + "/store");
     // Guix's schema: no ultimate, sigs, ca.
-    run("sqlite3 " + dir + "/var/db/db.sqlite \"pragma journal_mode=wal; "
-        "create table ValidPaths (id integer primary key autoincrement not null, path text unique not null, "
-        "hash text not null, registrationTime integer not null, deriver text, narSize integer); "
-        "create table Refs (referrer integer not null, reference integer not null, primary key (referrer, reference)); "
-        "create table DerivationOutputs (drv integer not null, id text not null, path text not null, "
-        "primary key (drv, id));\" >/dev/null");
+    store::create_guix_database(dir + "/var/db/db.sqlite");
+    BOOST_TEST(trim(run("sqlite3 " + dir + "/var/db/db.sqlite 'pragma journal_mode'")) == "wal");
     auto config = store::store_config::make(store::store_flavour::guix, dir + "/store", dir + "/var");
     store::store_database db(config);
     BOOST_TEST(!db.has_column("ValidPaths", "ultimate"));

@@ -88,6 +88,12 @@ private:
     std::map<std::string, std::set<std::string>> columns_;
 };
 
+// Creates an empty database with Guix's schema (nix/libstore/schema.sql: ValidPaths
+// without ultimate/sigs/ca, Refs, DerivationOutputs) in WAL mode, as a fresh Guix
+// store has it: for throwaway stores (`ferry test`) and tests. The directory is
+// created. Throws failure(bad_input) naming the file.
+void create_guix_database(const std::string& file);
+
 // Nix's topoSort over an explicit graph (exposed for tests and for callers that
 // already hold the references). Throws failure(bad_input) on a cycle.
 std::vector<std::string> nix_topo_sort(const std::vector<std::string>& paths,
