@@ -146,6 +146,7 @@ BOOST_AUTO_TEST_CASE(busy_slots_are_waited_for_briefly_and_not_again_after_a_mis
     BOOST_TEST(err.ends_with("# decline\n"), err);
     BOOST_TEST((took >= std::chrono::milliseconds(300)));
     BOOST_TEST(!fs::exists(missed_file));
+    fs::remove_all(dir);
 }
 
 // (5) The daemon's bytes, scripted: settings, requests nobody can take, EOF.
