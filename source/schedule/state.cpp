@@ -88,6 +88,22 @@ void write_json(const fs::path& file, const json& j) {
     remove_dead_writers_temporaries(file);
 }
 
+// A record written with write_json and a "time_ms" stamp, if it is younger than
+// `ttl` by `clock` (a stamp from the future is not trusted); nullopt otherwise,
+// also for a missing or damaged file. What else it holds is the caller's to read.
+std::optional<json> read_fresh_record(const fs::path& file, const wall_clock& clock, std::chrono::milliseconds ttl) {
+    auto j = read_json(file);
+    if (!j) return std::nullopt;
+    try {
+        auto at = from_ms(j->at("time_ms").get<std::int64_t>());
+        auto now = clock();
+        if (at > now || now - at >= ttl) return std::nullopt;
+        return j;
+    } catch (const json::exception&) {
+        return std::nullopt;
+    }
+}
+
 }  // namespace
 
 // --- backoff ---------------------------------------------------------------
@@ -142,12 +158,9 @@ fs::path probe_cache::file(const machine& m) const { return dir_ / machine_key(m
 
 std::optional<probe_result> probe_cache::fresh(const machine& m) const {
     if (ttl_.count() <= 0) return std::nullopt;
-    auto j = read_json(file(m));
+    auto j = read_fresh_record(file(m), clock_, ttl_);
     if (!j) return std::nullopt;
     try {
-        auto at = from_ms(j->at("time_ms").get<std::int64_t>());
-        auto now = clock_();
-        if (at > now || now - at >= ttl_) return std::nullopt;
         probe_result r;
         r.os = j->at("os").get<std::string>();
         r.cores = j->at("cores").get<unsigned>();
@@ -187,13 +200,11 @@ link_cache::link_cache(fs::path state_dir, wall_clock clock, std::chrono::millis
 fs::path link_cache::file(const machine& m) const { return dir_ / machine_key(m); }
 
 std::optional<double> link_cache::fresh(const machine& m) const {
-    auto j = read_json(file(m));
+    auto j = read_fresh_record(file(m), clock_, ttl_);
     if (!j) return std::nullopt;
     try {
-        auto at = from_ms(j->at("time_ms").get<std::int64_t>());
-        auto now = clock_();
         auto speed = j->at("bytes_per_s").get<double>();
-        if (at > now || now - at >= ttl_ || !(speed > 0)) return std::nullopt;
+        if (!(speed > 0)) return std::nullopt;
         return speed;
     } catch (const json::exception&) {
         return std::nullopt;
@@ -207,17 +218,7 @@ void link_cache::store(const machine& m, double bytes_per_s) {
 slot_wait_memory::slot_wait_memory(fs::path state_dir, wall_clock clock, std::chrono::milliseconds window)
     : file_(std::move(state_dir) / "ferry" / "slot-wait-missed"), clock_(std::move(clock)), window_(window) {}
 
-bool slot_wait_memory::recently_missed() const {
-    auto j = read_json(file_);
-    if (!j) return false;
-    try {
-        auto at = from_ms(j->at("time_ms").get<std::int64_t>());
-        auto now = clock_();
-        return at <= now && now - at < window_;
-    } catch (const json::exception&) {
-        return false;
-    }
-}
+bool slot_wait_memory::recently_missed() const { return read_fresh_record(file_, clock_, window_).has_value(); }
 
 void slot_wait_memory::record_miss() { write_json(file_, json{{"time_ms", to_ms(clock_())}}); }
 
