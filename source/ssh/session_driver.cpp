@@ -33,6 +33,7 @@ asio::awaitable<void> session_state::wait_socket(const char* step) {
     ensure_socket();
     if (!socket) throw error(errc::connect_failed, step);
     bool want_write = write_pending();
+    acknowledge_now(ssh_get_fd(s));  // what the last step read
     if (!want_write && readable_now(ssh_get_fd(s))) co_return;
     auto [ec] = co_await socket->async_wait(want_write ? asio::posix::stream_descriptor::wait_write
                                                        : asio::posix::stream_descriptor::wait_read,
@@ -81,6 +82,7 @@ bool session_state::pump() {
         }
         last_input = clock::now();  // the peer is alive (keepalive replies land here)
     }
+    if (!closed) acknowledge_now(ssh_get_fd(s));
     if (!closed && !ssh_is_connected(s)) fail(error(errc::connect_failed, "connection lost"));
     notify();
     return drained;
