@@ -143,9 +143,10 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
     store::store_database db(config);
     auto drv = store::parse_derivation(read_text_file(job.drv_path), job.drv_path);
 
-    // 2. inputs: protect first, then ask, then send what is missing.
-    co_await m.protect(job.inputs);
-    auto missing = co_await m.missing_paths(job.inputs, job.builders_use_substitutes);
+    // 2. inputs: protect and ask (one round trip), then send what is missing.
+    auto missing = co_await m.protect_and_find_missing(job.inputs, job.builders_use_substitutes);
+    say(log_level::chatty, fmt::format("ferry: {} inputs protected on {}, {} missing", job.inputs.size(), uri,
+                                       missing.size()));
     if (job.builders_use_substitutes)
         say(log_level::talkative, fmt::format("ferry: {} substituted what it could (builders-use-substitutes); "
                                               "{} of {} inputs still missing",
@@ -157,7 +158,9 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         const auto target = schedule_machine_for(job.machine);
         upload = co_await schedule::acquire_upload_lock(settings.state_dir, target, job.drv_path);
         if (upload.contended()) say(log_level::info, schedule::describe_wait(upload, uri));
-        missing = co_await m.missing_paths(job.inputs);
+        missing = co_await m.missing_paths(missing);  // what is valid there stays (protected)
+        say(log_level::chatty, fmt::format("ferry: upload lock for {} taken, {} inputs still missing", uri,
+                                           missing.size()));
     }
     std::uint64_t missing_bytes = 0;
     for (const auto& p : missing)
@@ -195,9 +198,10 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
                 links->store(schedule_machine_for(job.machine), outcome.sent.link_bytes_per_s);
             say(log_level::talkative, fmt::format("ferry: auto: {}", outcome.sent.auto_reason));
         }
-        say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s", outcome.sent.paths,
-                                              megabytes(outcome.sent.nar_bytes), megabytes(outcome.sent.wire_bytes),
-                                              outcome.sent.seconds()));
+        say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s (busy: {})",
+                                              outcome.sent.paths, megabytes(outcome.sent.nar_bytes),
+                                              megabytes(outcome.sent.wire_bytes), outcome.sent.seconds(),
+                                              outcome.sent.busy_summary()));
     }
     upload.release();  // the next hook's upload to this machine may start
 

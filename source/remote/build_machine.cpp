@@ -4,7 +4,6 @@
 
 #include <asio/this_coro.hpp>
 
-#include "ferry/io/deadline.hpp"
 
 namespace ferry::remote {
 
@@ -25,6 +24,12 @@ asio::awaitable<void> nix_build_machine::protect(const std::vector<std::string>&
     // path cost the machine a fork of `ln` per path (3000 inputs: ~7 s).
     if (paths.empty()) co_return;
     co_await control_.query_valid_paths(paths, /*lock=*/true, /*substitute=*/false);
+}
+
+asio::awaitable<std::vector<std::string>> nix_build_machine::protect_and_find_missing(
+    const std::vector<std::string>& paths, bool substitute) {
+    if (paths.empty()) co_return std::vector<std::string>{};
+    co_return co_await control_.protect_and_query_missing(paths, substitute);
 }
 
 asio::awaitable<std::vector<std::string>> nix_build_machine::missing_paths(const std::vector<std::string>& paths) {
@@ -52,14 +57,7 @@ asio::awaitable<void> nix_build_machine::finish() noexcept {
     } catch (...) {
     }
     co_await detail::remove_roots_quietly(roots_, std::chrono::seconds(30));
-    try {
-        if (control_.broken())
-            control_.abort();
-        else
-            co_await io::with_deadline(control_.close(), std::chrono::seconds(30), host() + ": closing nix-store --serve");
-    } catch (...) {
-        control_.abort();
-    }
+    control_.hang_up();
 }
 
 }  // namespace ferry::remote

@@ -135,14 +135,27 @@ asio::awaitable<std::vector<std::string>> serve_connection::query_valid_paths(co
         });
 }
 
-asio::awaitable<std::vector<std::string>> serve_connection::query_missing(const std::vector<std::string>& paths,
-                                                                          bool substitute) {
-    auto valid = co_await query_valid_paths(paths, false, substitute);
+namespace {
+
+std::vector<std::string> not_in(const std::vector<std::string>& paths, const std::vector<std::string>& valid) {
     std::set<std::string> have(valid.begin(), valid.end());
     std::vector<std::string> missing;
     for (const auto& p : paths)
         if (!have.count(p)) missing.push_back(p);
-    co_return missing;
+    return missing;
+}
+
+}  // namespace
+
+asio::awaitable<std::vector<std::string>> serve_connection::query_missing(const std::vector<std::string>& paths,
+                                                                          bool substitute) {
+    co_return not_in(paths, co_await query_valid_paths(paths, false, substitute));
+}
+
+asio::awaitable<std::vector<std::string>> serve_connection::protect_and_query_missing(
+    const std::vector<std::string>& paths, bool substitute) {
+    // nix-store --serve adds the temp roots before it substitutes and answers.
+    co_return not_in(paths, co_await query_valid_paths(paths, true, substitute));
 }
 
 asio::awaitable<std::vector<serve::path_info>> serve_connection::query_path_infos(const std::vector<std::string>& paths) {

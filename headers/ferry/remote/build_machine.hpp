@@ -2,7 +2,8 @@
 //
 //   auto m = co_await nix_build_machine::open(session, options);
 //   co_await m->protect(inputs);                    // remote GC roots first,
-//   auto missing = co_await m->missing_paths(inputs);   // then ask (one round trip)
+//   auto missing = co_await m->missing_paths(inputs);   // then ask (a Nix machine:
+//                                                   // both in one, protect_and_find_missing)
 //   ... transfer::send_paths(session, db, missing, ...) ...
 //   auto result = co_await m->build(request, log);  // log streamed as it comes
 //   co_await m->protect(outputs);
@@ -65,6 +66,9 @@ public:
     // own substituters (QueryValidPaths with the substitute flag, what Nix's
     // builders-use-substitutes does); what is still missing is returned.
     asio::awaitable<std::vector<std::string>> missing_paths(const std::vector<std::string>& paths, bool substitute);
+    // protect() and missing_paths() in one round trip (the locking query answers too).
+    asio::awaitable<std::vector<std::string>> protect_and_find_missing(const std::vector<std::string>& paths,
+                                                                       bool substitute);
     asio::awaitable<protocol::serve::build_result> build(build_request request, log_sink log) override;
     asio::awaitable<void> finish() noexcept override;
 

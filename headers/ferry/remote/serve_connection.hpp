@@ -62,6 +62,10 @@ public:
     // the machine substitutes what it can first (its own substituters).
     asio::awaitable<std::vector<std::string>> query_missing(const std::vector<std::string>& paths,
                                                             bool substitute = false);
+    // The same, and every path named becomes a temp root of the serve process
+    // (lock = 1), held while the connection lasts: protect and ask in one round trip.
+    asio::awaitable<std::vector<std::string>> protect_and_query_missing(const std::vector<std::string>& paths,
+                                                                        bool substitute = false);
     asio::awaitable<std::vector<protocol::serve::path_info>> query_path_infos(const std::vector<std::string>& paths);
 
     // Builds drv_path on the machine. The inputs must be valid there already.
@@ -76,6 +80,11 @@ public:
     asio::awaitable<void> close();
     // Closes the channel now (hang-up: a remote build is killed). Idempotent.
     void abort() noexcept;
+    // The end of an offload: the channel closes without waiting for nix-store to
+    // exit. Nothing it could still say matters once the outputs are here, its temp
+    // roots end when it exits (on the EOF), and its exit (SQLite's checkpoint) took
+    // ~0.1 s of every offload's time on a test host.
+    void hang_up() noexcept { abort(); }
 
 private:
     std::unique_ptr<detail::serve_state> state_;
