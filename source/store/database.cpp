@@ -27,7 +27,18 @@ public:
     statement(sqlite3* db, const std::string& sql, const std::string& origin) : db_(db), origin_(origin) {
         if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) check(sqlite3_errcode(db));
     }
-    ~statement() { sqlite3_finalize(stmt_); }
+    // A statement of the database's cache (store_database::prepared): reset for
+    // its next use instead of finalized.
+    statement(sqlite3* db, sqlite3_stmt* cached, const std::string& origin)
+        : db_(db), stmt_(cached), origin_(origin), cached_(true) {}
+    ~statement() {
+        if (!cached_) {
+            sqlite3_finalize(stmt_);
+            return;
+        }
+        sqlite3_reset(stmt_);
+        sqlite3_clear_bindings(stmt_);
+    }
     statement(const statement&) = delete;
 
     statement& bind(int i, const std::string& v) {
@@ -67,6 +78,7 @@ private:
     sqlite3* db_;
     sqlite3_stmt* stmt_ = nullptr;
     std::string origin_;
+    bool cached_ = false;
 };
 
 void exec(sqlite3* db, const char* sql, const std::string& origin) {
@@ -113,7 +125,23 @@ store_database::store_database(store_config config, database_options options)
                       fmt::format("store database {}: no ValidPaths/Refs tables of the Nix schema", config_.database_path));
 }
 
-store_database::~store_database() { sqlite3_close(db_); }
+store_database::~store_database() {
+    for (auto& [sql, stmt] : prepared_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+}
+
+sqlite3_stmt* store_database::prepared(const std::string& sql) {
+    // Preparing cost about as much as running these one-row lookups; a closure of
+    // 3000 paths runs each a few thousand times.
+    if (auto it = prepared_.find(sql); it != prepared_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) throw busy_error{};
+    if (rc != SQLITE_OK)
+        throw failure(errc::bad_input, fmt::format("store database {}: {}", config_.database_path, sqlite3_errmsg(db_)));
+    prepared_.emplace(sql, stmt);
+    return stmt;
+}
 
 bool store_database::has_column(const std::string& table, const std::string& column) const {
     auto it = columns_.find(table);
@@ -142,7 +170,7 @@ void store_database::with_retry(const char* what, F&& body) {
 }
 
 std::optional<std::int64_t> store_database::path_id(const std::string& path) {
-    statement st(db_, "select id from ValidPaths where path = ?", config_.database_path);
+    statement st(db_, prepared("select id from ValidPaths where path = ?"), config_.database_path);
     st.bind(1, path);
     if (!st.step()) return std::nullopt;
     return st.integer(0);
@@ -159,8 +187,8 @@ std::vector<std::string> store_database::query_references(const std::string& pat
     with_retry("querying references", [&] {
         refs.clear();
         statement st(db_,
-                     "select path from Refs join ValidPaths on reference = id where referrer = "
-                     "(select id from ValidPaths where path = ?)",
+                     prepared("select path from Refs join ValidPaths on reference = id where referrer = "
+                              "(select id from ValidPaths where path = ?)"),
                      config_.database_path);
         st.bind(1, path);
         while (st.step()) refs.push_back(st.text(0));
@@ -175,7 +203,7 @@ std::optional<path_info> store_database::query_path_info(const std::string& path
         info.reset();
         std::string cols = "hash, registrationTime, deriver, narSize";
         for (const char* c : {"ultimate", "sigs", "ca"}) cols += has_column("ValidPaths", c) ? std::string(", ") + c : ", null";
-        statement st(db_, "select " + cols + " from ValidPaths where path = ?", config_.database_path);
+        statement st(db_, prepared("select " + cols + " from ValidPaths where path = ?"), config_.database_path);
         st.bind(1, path);
         if (!st.step()) return;
         path_info i;

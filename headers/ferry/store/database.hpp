@@ -26,6 +26,7 @@
 #include "ferry/store/store_path.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace ferry::store {
 
@@ -81,11 +82,13 @@ private:
     template <typename F>
     void with_retry(const char* what, F&& body);
     std::optional<std::int64_t> path_id(const std::string& path);
+    sqlite3_stmt* prepared(const std::string& sql);  // kept until the database closes
 
     store_config config_;
     database_options options_;
     sqlite3* db_ = nullptr;
     std::map<std::string, std::set<std::string>> columns_;
+    std::map<std::string, sqlite3_stmt*> prepared_;
 };
 
 // Creates an empty database with Guix's schema (nix/libstore/schema.sql: ValidPaths
