@@ -31,7 +31,7 @@ public:
     frame_source(std::string host, std::vector<store::path_info> infos, std::uint64_t server_version,
                  std::size_t chunk_size);
     // The next chunk of about chunk_size bytes; nullopt at the end. Throws
-    // ferry::failure when a path no longer matches its registration.
+    // ferry::failure when a path's NAR is no longer the size registered.
     std::optional<chunk> next();
 
 private:
@@ -46,7 +46,6 @@ private:
     std::size_t index_ = 0;
     std::uint64_t nar_done_ = 0;
     std::optional<store::nar_source> nar_;
-    store::sha256_digest expected_{};
 };
 
 }  // namespace ferry::transfer::detail

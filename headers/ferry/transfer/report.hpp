@@ -42,6 +42,8 @@ struct transfer_report {
 
     // The stage with the largest busy time relative to elapsed ("" if none).
     std::string bottleneck() const;
+    // "read 46%, write 93%": each stage's busy time as a share of elapsed (for logs).
+    std::string busy_summary() const;
     double seconds() const { return std::chrono::duration<double>(elapsed).count(); }
 };
 
