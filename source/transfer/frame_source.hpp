@@ -1,6 +1,7 @@
 // The bytes of one `nix-store --serve --write` send stream, cut into chunks:
 // the hello, then per path the AddToStoreNar header and its NAR, each NAR checked
-// against the local database's size and hash as it passes. Private to transfer
+// against the local database's size as it passes (its hash the machine's import
+// checks against the header's). Private to transfer
 // (send.cpp runs it on the pool, one call at a time).
 #pragma once
 
