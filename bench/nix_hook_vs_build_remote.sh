@@ -89,12 +89,14 @@ cat > $B/run.sh <<EOF
 set -e
 mount --bind $B/local/nix /nix && mount --bind $B/local/etc/nix /etc/nix
 ferry() {
+  sync  # the inputs just added (and the other tool's remote import) are written back before, not during
   s=\$(date +%s.%N)
   FERRY_CONFIG=$B/ferry.conf nix-store --realise \$1 --max-jobs 0 --option build-hook $HOOK --builders '$L1' \$FERRY_ARGS 2>&1 >$B/ferry.out |
     grep --line-buffered -v '^@nix {\"action\":\"result\"' | while IFS= read -r l; do echo "\$(echo "\$(date +%s.%N) - \$s" | bc) \$l"; done > $B/ferry.err
   e=\$(date +%s.%N); echo "\$e - \$s" | bc >> $B/ferry.times
 }
 nix() {
+  sync
   s=\$(date +%s.%N)
   NIX_SSHOPTS='-F $B/hosts/ssh_config' nix-store --realise \$1 --max-jobs 0 --builders 'ssh://host2 x86_64-linux' > $B/nix.out 2>$B/nix.err
   e=\$(date +%s.%N); echo "\$e - \$s" | bc >> $B/nix.times

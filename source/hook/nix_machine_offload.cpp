@@ -59,6 +59,15 @@ codec::codec_spec pick_send_codec(const offload_settings& settings, const offloa
     return pick_codec(settings, job.machine, job.probe);
 }
 
+// "; zstd level 1->2 at 1.3 s (stream 1), ..." or "".
+std::string level_steps(const transfer::transfer_report& r) {
+    std::string out;
+    for (const auto& c : r.level_changes)
+        out += fmt::format("{}{}->{} at {:.1f} s (stream {})", out.empty() ? "; zstd level " : ", ", c.from, c.to,
+                           std::chrono::duration<double>(c.at).count(), c.stream);
+    return out;
+}
+
 std::string read_text_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw failure(errc::bad_input, fmt::format("cannot read the derivation {}", path));
@@ -196,12 +205,14 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
             // Only a new measurement renews the record (a reused one would never expire).
             if (links && !so.link_bytes_per_s && outcome.sent.link_bytes_per_s > 0)
                 links->store(schedule_machine_for(job.machine), outcome.sent.link_bytes_per_s);
-            say(log_level::talkative, fmt::format("ferry: auto: {}", outcome.sent.auto_reason));
+            say(log_level::talkative,
+                fmt::format("ferry: auto (chosen in {:.2f} s): {}",
+                            std::chrono::duration<double>(outcome.sent.choosing).count(), outcome.sent.auto_reason));
         }
-        say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s (busy: {})",
+        say(log_level::talkative, fmt::format("ferry: sent {} paths, {} ({} on the wire) in {:.2f} s (busy: {}){}",
                                               outcome.sent.paths, megabytes(outcome.sent.nar_bytes),
                                               megabytes(outcome.sent.wire_bytes), outcome.sent.seconds(),
-                                              outcome.sent.busy_summary()));
+                                              outcome.sent.busy_summary(), level_steps(outcome.sent)));
     }
     upload.release();  // the next hook's upload to this machine may start
 

@@ -1,10 +1,17 @@
 #include "ferry/transfer/auto_probe.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
+#include <optional>
 #include <fstream>
 #include <thread>
 
 #include <asio/buffer.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/thread_pool.hpp>
 #include <fmt/format.h>
 
 #include "ferry/codec/compressor.hpp"
@@ -67,31 +74,73 @@ std::string sample_nars(const std::vector<std::string>& paths, std::size_t bytes
     return sample;
 }
 
+namespace {
+
+// One-thread speed and ratio of one codec on the sample; nullopt when `wanted`
+// turned false on the way (checked every 256 KiB: a speculative xz measurement
+// must not hold up a choice that no longer needs it).
+std::optional<codec::codec_measurement> measure_codec(const std::string& sample, const codec::codec_spec& spec,
+                                                      const std::function<bool()>& wanted) {
+    auto c = codec::make_compressor(spec, {.threads = 1, .memory_budget = codec::default_memory_budget,
+                                           .output_limit = std::size_t{1} << 20});
+    std::string buf;
+    std::uint64_t compressed = 0;
+    auto start = clock::now();
+    auto rest = std::as_bytes(std::span(sample.data(), sample.size()));
+    while (!rest.empty()) {
+        if (wanted && !wanted()) return std::nullopt;
+        auto piece = rest.first(std::min<std::size_t>(rest.size(), 256 << 10));
+        while (!piece.empty()) {
+            auto used = c->feed(piece, buf);
+            piece = piece.subspan(used);
+            rest = rest.subspan(used);
+            compressed += buf.size();
+            buf.clear();
+        }
+    }
+    while (!c->finish(buf)) {
+        compressed += buf.size();
+        buf.clear();
+    }
+    compressed += buf.size();
+    double seconds = std::chrono::duration<double>(clock::now() - start).count();
+    return codec::codec_measurement{spec, seconds > 0 ? sample.size() / seconds : 1e12,
+                                    compressed ? static_cast<double>(sample.size()) / compressed : 1.0};
+}
+
+bool among(const codec::codec_spec& spec, const std::vector<codec::codec_spec>& list) {
+    return std::find(list.begin(), list.end(), spec) != list.end();
+}
+
+// What the sampler thread and the I/O side share.
+struct sampling_state {
+    std::atomic<double> link{0};  // bytes/s once measured; 0 while unknown
+    std::atomic<bool> abandoned{false};  // the probe failed: stop
+};
+
+// On a worker thread while the link is measured: every candidate the link may
+// call for, cheap ones first; once the link is known only those it calls for.
+std::vector<codec::codec_measurement> measure_while_linking(const std::vector<std::string>& paths,
+                                                            const sampling_state& st, unsigned cores) {
+    const std::string sample = sample_nars(paths);
+    std::vector<codec::codec_measurement> out;
+    for (const auto& spec : auto_candidates(0, cores)) {  // 0: unknown, so every candidate
+        auto wanted = [&] {
+            double known = st.link.load();
+            return !st.abandoned && (known <= 0 || among(spec, auto_candidates(known, cores)));
+        };
+        if (!wanted()) continue;
+        if (auto m = measure_codec(sample, spec, wanted)) out.push_back(*m);
+    }
+    return out;
+}
+
+}  // namespace
+
 std::vector<codec::codec_measurement> measure_codecs(const std::string& sample,
                                                      const std::vector<codec::codec_spec>& candidates) {
     std::vector<codec::codec_measurement> out;
-    auto in = std::as_bytes(std::span(sample.data(), sample.size()));
-    for (const auto& spec : candidates) {
-        auto c = codec::make_compressor(spec, {.threads = 1, .memory_budget = codec::default_memory_budget,
-                                               .output_limit = std::size_t{1} << 20});
-        std::string buf;
-        std::uint64_t compressed = 0;
-        auto start = clock::now();
-        auto rest = in;
-        while (!rest.empty()) {
-            rest = rest.subspan(c->feed(rest, buf));
-            compressed += buf.size();
-            buf.clear();
-        }
-        while (!c->finish(buf)) {
-            compressed += buf.size();
-            buf.clear();
-        }
-        compressed += buf.size();
-        double seconds = std::chrono::duration<double>(clock::now() - start).count();
-        out.push_back({spec, seconds > 0 ? sample.size() / seconds : 1e12,
-                       compressed ? static_cast<double>(sample.size()) / compressed : 1.0});
-    }
+    for (const auto& spec : candidates) out.push_back(*measure_codec(sample, spec, {}));
     return out;
 }
 
@@ -115,15 +164,51 @@ std::vector<codec::codec_spec> auto_candidates(double link_bytes_per_s, unsigned
 
 asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vector<std::string>& paths,
                                                 std::optional<double> known_link) {
+    using namespace asio::experimental::awaitable_operators;
+    // The codecs are measured on a sample (CPU, on a thread of its own) while the
+    // link and the machine's decoders are (I/O): one after the other they took
+    // 0.3-1.2 s.
     codec::auto_inputs in;
-    in.link_bytes_per_s = known_link ? *known_link : co_await measure_upload(s);
-    auto tools = co_await ssh::run(s, "sh -c 'command -v zstd; command -v xz; "
-                                      "echo boot $(cat /proc/sys/kernel/random/boot_id 2>/dev/null); true'");
+    in.local_cores = std::max(1u, std::thread::hardware_concurrency());
+    sampling_state shared;
+    if (known_link) shared.link = *known_link;
+    asio::thread_pool sampler(1);
+    auto sampled = asio::co_spawn(
+        sampler, [&]() -> asio::awaitable<std::vector<codec::codec_measurement>> {
+            co_return measure_while_linking(paths, shared, in.local_cores);
+        },
+        asio::use_awaitable);
+    // The link, then the decoders (both on the session); a failure stops the
+    // sampler too, at its next check.
+    auto on_the_session = [&]() -> asio::awaitable<ssh::command_result> {
+        try {
+            if (!known_link) shared.link = co_await measure_upload(s);
+            co_return co_await ssh::run(s, "sh -c 'command -v zstd; command -v xz; "
+                                           "echo boot $(cat /proc/sys/kernel/random/boot_id 2>/dev/null); true'");
+        } catch (...) {
+            shared.abandoned = true;
+            throw;
+        }
+    };
+    std::vector<codec::codec_measurement> measured;
+    ssh::command_result tools;
+    try {
+        auto [t, m] = co_await (on_the_session() && std::move(sampled));
+        tools = std::move(t);
+        measured = std::move(m);
+    } catch (...) {
+        shared.abandoned = true;
+        sampler.join();
+        throw;
+    }
+    sampler.join();
+    in.link_bytes_per_s = shared.link.load();
     in.remote_has_zstd = tools.out.find("zstd") != std::string::npos;
     in.remote_has_xz = tools.out.find("xz") != std::string::npos;
     in.remote_shares_cpu = same_kernel(tools.out);
-    in.local_cores = std::max(1u, std::thread::hardware_concurrency());
-    in.candidates = measure_codecs(sample_nars(paths), auto_candidates(in.link_bytes_per_s, in.local_cores));
+    for (const auto& spec : auto_candidates(in.link_bytes_per_s, in.local_cores))
+        for (const auto& m : measured)
+            if (m.spec == spec) in.candidates.push_back(m);
     co_return probed_choice{codec::choose_codec(in), in.link_bytes_per_s};
 }
 

@@ -419,6 +419,7 @@ asio::awaitable<transfer_report> send_paths(ssh::session& s, store::store_databa
         options.codec = choice.spec;
         total.auto_reason = choice.reason;
         total.link_bytes_per_s = probed.link_bytes_per_s;
+        total.choosing = clock::now() - started;
         if (choice.spec.kind == codec::codec_kind::zstd && !options.adjust_level)
             options.adjust_level = adaptive_zstd_level();
     }

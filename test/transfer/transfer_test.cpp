@@ -199,6 +199,11 @@ BOOST_AUTO_TEST_CASE(a_locally_corrupted_path_is_refused_and_never_registered_re
         // Store files are read-only; root may still write them (what a bad disk or a stray tool does).
         local_run(std::string(change) == "longer" ? "echo more >> " + file
                                                   : "printf X | dd of=" + file + " bs=1 seek=10 conv=notrunc 2>/dev/null");
+        // Put it right again afterwards: the fixture's local store must keep verifying.
+        struct repair {
+            std::string cmd;
+            ~repair() { local_run(cmd); }
+        } repaired{"cat " + ssh::shell_quote(dir + "/text") + " > " + file};
         std::string message;
         const std::vector<std::string> only{path};
         run_async([&]() -> asio::awaitable<void> {

@@ -38,6 +38,7 @@ struct transfer_report {
     std::string codec;              // the codec used ("zstd:3"; the starting level if it changed)
     std::string auto_reason;        // send with codec auto: the rule's one-line reason
     double link_bytes_per_s = 0;    // send with codec auto: the link speed it weighed
+    std::chrono::nanoseconds choosing{0};  // send with codec auto: measuring and choosing (part of elapsed)
     std::vector<level_change> level_changes;
 
     // The stage with the largest busy time relative to elapsed ("" if none).
