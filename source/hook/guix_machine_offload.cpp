@@ -42,12 +42,6 @@ struct guix_run : event_reporter {
         };
     }
 
-    store::store_config local_store() const {
-        auto config = store::store_config::make(store::store_flavour::guix, job.local_store_dir,
-                                                job.local_state_dir.string());
-        config.database_path = job.local_database.string();
-        return config;
-    }
     codec::codec_spec codec;  // job.codec with auto resolved
     asio::awaitable<remote::bundle_source> upload_source(const std::vector<std::string>& paths);
     asio::awaitable<void> resolve_codec(ssh::session& s, const std::vector<std::string>& missing);
@@ -111,7 +105,7 @@ asio::awaitable<void> guix_run::resolve_codec(ssh::session& s, const std::vector
     if (!codec.is_auto()) co_return;
     std::uint64_t bytes = 0;
     {
-        store::store_database db(local_store());
+        store::store_database db(job.local_store);
         for (const auto& p : missing)
             if (auto info = db.query_path_info(p)) bytes += info->nar_size;
     }
@@ -134,7 +128,7 @@ asio::awaitable<void> guix_run::resolve_codec(ssh::session& s, const std::vector
 asio::awaitable<remote::bundle_source> guix_run::upload_source(const std::vector<std::string>& paths) {
     std::vector<std::string> ordered;
     {
-        store::store_database db(local_store());
+        store::store_database db(job.local_store);
         ordered = db.topo_sort(paths);  // referrers first
         std::reverse(ordered.begin(), ordered.end());
     }
@@ -215,7 +209,7 @@ asio::awaitable<void> guix_run::receive(remote::guix_build_machine& m) {
     if (job.outputs.empty()) co_return;
     const std::string name = host_of(job.machine);
     co_await m.protect(job.outputs);
-    auto config = local_store();
+    auto config = job.local_store;
     store::store_database db(config);
     std::vector<std::string> wanted;
     for (const auto& o : job.outputs)

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <future>
 #include <cerrno>
 
@@ -63,16 +62,10 @@ T run_on(asio::io_context& io, asio::awaitable<T> op) {
     return fut.get();
 }
 
-std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw failure(std::error_code(errno, std::system_category()), fmt::format("cannot read the derivation {}", path));
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // The daemon's outputs line names output PATHS; BuildDerivation and the Nix flow
 // want output NAMES: the .drv says which is which.
 std::vector<std::string> output_names(const std::string& drv_path, const std::vector<std::string>& paths) {
-    auto drv = store::parse_derivation(read_text(drv_path), drv_path);
+    auto drv = store::read_derivation(drv_path);
     std::vector<std::string> names;
     for (const auto& p : paths) {
         auto o = std::find_if(drv.outputs.begin(), drv.outputs.end(), [&](const auto& out) { return out.path == p; });
@@ -202,9 +195,7 @@ guix_offload_job front_end::job_for(const protocol::guix_build_request& request,
     job.remote.state_dir = remote_state_dir_for(c, machines::remote_flavour::guix);
     job.codec = codec::parse_codec_spec(c.codec);  // auto is resolved per upload (guix_machine_offload.hpp)
     job.remote_has_zstd = !(chosen_->probe && !chosen_->probe->has_zstd);
-    job.local_store_dir = env_.store_dir;
-    job.local_state_dir = env_.state_dir;
-    job.local_database = env_.database_dir / "db.sqlite";
+    job.local_store = env_.store_config();
     job.config_dir = env_.config_dir;
     job.progress_every = progress_every();
     return job;
@@ -227,9 +218,7 @@ offload_job front_end::nix_job_for(const protocol::guix_build_request& request,
     job.max_silent_time = args_.max_silent_time;
     job.build_timeout = args_.build_timeout;
     job.local_flavour = store::store_flavour::guix;
-    auto local = store::store_config::make(store::store_flavour::guix, env_.store_dir, env_.state_dir.string());
-    local.database_path = (env_.database_dir / "db.sqlite").string();
-    job.local_store = local;
+    job.local_store = env_.store_config();
     return job;
 }
 
@@ -329,6 +318,12 @@ machines::remote_flavour remote_flavour_for(const machines::settings& conf,
     if (conf.guix_program != "guix") return remote_flavour::guix;  // the operator named the machine's guix
     if (probe && !probe->has_guix && probe->has_nix_store) return remote_flavour::nix;
     return remote_flavour::guix;
+}
+
+store::store_config guix_environment::store_config() const {
+    auto config = store::store_config::make(store::store_flavour::guix, store_dir, state_dir.string());
+    config.database_path = (database_dir / "db.sqlite").string();
+    return config;
 }
 
 guix_environment guix_environment::from(const getenv_fn& getenv) {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <exception>
-#include <fstream>
 #include <iterator>
 #include <map>
 #include <set>
@@ -66,12 +65,6 @@ std::string level_steps(const transfer::transfer_report& r) {
         out += fmt::format("{}{}->{} at {:.1f} s (stream {})", out.empty() ? "; zstd level " : ", ", c.from, c.to,
                            std::chrono::duration<double>(c.at).count(), c.stream);
     return out;
-}
-
-std::string read_text_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw failure(errc::bad_input, fmt::format("cannot read the derivation {}", path));
-    return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // The machine's own record of each output (QueryPathInfos): what arrives is
@@ -150,7 +143,7 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
     const std::string uri = machine_uri(job.machine);
     auto config = job.local_store ? *job.local_store : store::store_config::from_environment(job.local_flavour);
     store::store_database db(config);
-    auto drv = store::parse_derivation(read_text_file(job.drv_path), job.drv_path);
+    auto drv = store::read_derivation(job.drv_path);
 
     // 2. inputs: protect and ask (one round trip), then send what is missing.
     auto missing = co_await m.protect_and_find_missing(job.inputs, job.builders_use_substitutes);

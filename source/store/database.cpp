@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -286,10 +285,7 @@ void store_database::register_valid_paths(const std::vector<path_info>& infos) {
     if (has_column("DerivationOutputs", "drv")) {
         for (const auto& i : infos) {
             if (!i.path.ends_with(".drv")) continue;
-            std::ifstream in(i.path, std::ios::binary);
-            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-            if (!in.good() && !in.eof()) throw failure(errc::bad_input, fmt::format("cannot read '{}'", i.path));
-            drvs.emplace(i.path, parse_derivation(text, i.path));
+            drvs.emplace(i.path, read_derivation(i.path));
         }
     }
     std::map<std::string, std::vector<std::string>> graph;

@@ -3,6 +3,10 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "ferry/protocol/wire.hpp"
 #include "ferry/store/store_path.hpp"
@@ -177,6 +181,14 @@ derivation parse_derivation(std::string_view text, std::string_view origin, std:
     r.expect(")");
     if (!r.at_end()) r.fail("trailing characters after the derivation");
     return drv;
+}
+
+derivation read_derivation(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::string text(std::istreambuf_iterator<char>(in), {});
+    if (!in.good() && !in.eof())
+        throw failure(errc::bad_input, fmt::format("cannot read the derivation {}: {}", path, std::strerror(errno)));
+    return parse_derivation(text, path);
 }
 
 std::string print_derivation(const derivation& drv) {

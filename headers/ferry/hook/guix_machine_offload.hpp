@@ -39,6 +39,7 @@
 #include "ferry/machines/machine.hpp"
 #include "ferry/remote/guix_remote.hpp"
 #include "ferry/ssh/session.hpp"
+#include "ferry/store/store_path.hpp"
 
 namespace ferry::hook {
 
@@ -62,11 +63,9 @@ struct guix_offload_job {
     // same codec.
     codec::codec_spec codec{codec::codec_kind::zstd, 3};
     bool remote_has_zstd = true;  // from the probe
-    // The local store the outputs go to (Guix flavour: NIX_STORE_DIR,
-    // GUIX_STATE_DIRECTORY, GUIX_DATABASE_DIRECTORY/db.sqlite).
-    std::string local_store_dir = "/gnu/store";
-    std::filesystem::path local_state_dir = "/var/guix";
-    std::filesystem::path local_database = "/var/guix/db/db.sqlite";
+    // The local store the outputs go to (guix_environment::store_config():
+    // NIX_STORE_DIR, GUIX_STATE_DIRECTORY, GUIX_DATABASE_DIRECTORY/db.sqlite).
+    store::store_config local_store = store::store_config::make(store::store_flavour::guix, "/gnu/store", "/var/guix");
     // The local ACL (GUIX_CONFIGURATION_DIRECTORY/acl) the outputs' signatures
     // must verify against; see guix_signature.hpp for the missing-file rule.
     std::filesystem::path config_dir = "/etc/guix";

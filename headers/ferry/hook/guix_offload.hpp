@@ -36,6 +36,7 @@
 #include "ferry/machines/ferry_conf.hpp"
 #include "ferry/protocol/guix_hook.hpp"
 #include "ferry/schedule/probe.hpp"
+#include "ferry/store/store_path.hpp"
 
 namespace ferry::hook {
 
@@ -53,6 +54,8 @@ struct guix_environment {
     std::string local_guix;
 
     std::filesystem::path machines_file() const { return config_dir / "machines.scm"; }
+    // The local store these variables name (its database under database_dir).
+    store::store_config store_config() const;
 
     using getenv_fn = std::function<const char*(const char*)>;
     static guix_environment from(const getenv_fn& getenv);

@@ -44,6 +44,9 @@ struct derivation {
 // max_size bounds the text (a .drv is read whole; Nix's largest are a few MB).
 derivation parse_derivation(std::string_view text, std::string_view origin = "derivation",
                             std::size_t max_size = 64 << 20);
+// The .drv file at `path`, read and parsed; failure(bad_input) naming the file when
+// it cannot be read.
+derivation read_derivation(const std::string& path);
 std::string print_derivation(const derivation& drv);
 
 // BasicDerivation as the serve protocol's BuildDerivation sends it (Nix 2.8
