@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <fstream>
@@ -173,9 +174,21 @@ asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vect
     sampling_state shared;
     if (known_link) shared.link = *known_link;
     asio::thread_pool sampler(1);
+    // The sampler never throws into the `&&` below: its error would come out wrapped
+    // with the session side's "cancelled" (asio::multiple_exceptions), losing it.
+    struct sampling {
+        std::vector<codec::codec_measurement> measured;
+        std::exception_ptr error;
+    };
     auto sampled = asio::co_spawn(
-        sampler, [&]() -> asio::awaitable<std::vector<codec::codec_measurement>> {
-            co_return measure_while_linking(paths, shared, in.local_cores);
+        sampler, [&]() -> asio::awaitable<sampling> {
+            sampling r;
+            try {
+                r.measured = measure_while_linking(paths, shared, in.local_cores);
+            } catch (...) {
+                r.error = std::current_exception();
+            }
+            co_return r;
         },
         asio::use_awaitable);
     // The link, then the decoders (both on the session); a failure stops the
@@ -190,18 +203,20 @@ asio::awaitable<probed_choice> probe_and_choose(ssh::session& s, const std::vect
             throw;
         }
     };
-    std::vector<codec::codec_measurement> measured;
+    sampling sample;
     ssh::command_result tools;
     try {
         auto [t, m] = co_await (on_the_session() && std::move(sampled));
         tools = std::move(t);
-        measured = std::move(m);
+        sample = std::move(m);
     } catch (...) {
         shared.abandoned = true;
         sampler.join();
         throw;
     }
     sampler.join();
+    if (sample.error) std::rethrow_exception(sample.error);
+    const auto& measured = sample.measured;
     in.link_bytes_per_s = shared.link.load();
     in.remote_has_zstd = tools.out.find("zstd") != std::string::npos;
     in.remote_has_xz = tools.out.find("xz") != std::string::npos;

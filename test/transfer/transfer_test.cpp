@@ -202,7 +202,13 @@ BOOST_AUTO_TEST_CASE(a_locally_corrupted_path_is_refused_and_never_registered_re
         // Put it right again afterwards: the fixture's local store must keep verifying.
         struct repair {
             std::string cmd;
-            ~repair() { local_run(cmd); }
+            ~repair() {
+                try {
+                    local_run(cmd);
+                } catch (const std::exception& e) {
+                    BOOST_TEST_MESSAGE("could not repair the local store: " << e.what());
+                }
+            }
         } repaired{"cat " + ssh::shell_quote(dir + "/text") + " > " + file};
         std::string message;
         const std::vector<std::string> only{path};
@@ -221,10 +227,10 @@ BOOST_AUTO_TEST_CASE(a_locally_corrupted_path_is_refused_and_never_registered_re
         BOOST_TEST(message.find(std::string(change) == "longer" ? "no longer matches its registration"
                                                                 : "hash mismatch importing path") != std::string::npos,
                    message);
-        int valid = -1;
-        host_run("nix-store --check-validity " + path + " 2>/dev/null", &valid);
+        // `--check-validity` fails for an invalid path: ask for the valid ones instead.
         // (Nix leaves the refused copy's files behind, invalid, for its GC: its own behaviour.)
-        BOOST_TEST(valid != 0, path << " became valid on the host");
+        BOOST_TEST(host_run("nix-store --check-validity --print-invalid " + path) == path,
+                   path << " became valid on the host");
     }
 }
 
