@@ -25,7 +25,7 @@ std::string contents(const fs::path& file) {
     return s.str();
 }
 
-int hosts_up(int count, const fs::path& directory) {
+int hosts_up(int count, const fs::path& directory, std::uint64_t store_tmpfs_mb) {
     // Block the stop signals before any host exists: they are then only taken by
     // sigtimedwait below (children reset their mask), never lost in between.
     sigset_t stop_signals;
@@ -33,7 +33,9 @@ int hosts_up(int count, const fs::path& directory) {
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, sig);
     ::sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    auto group = hosts::host_group::start(fs::absolute(directory), count);
+    hosts::test_host_options base;
+    base.store_tmpfs_bytes = store_tmpfs_mb * 1000000;
+    auto group = hosts::host_group::start(fs::absolute(directory), count, base);
     group.record_owner(::getpid());
     for (const auto& file : {group.machines_file(), group.ssh_config(), group.known_hosts()})
         fmt::print("# {}\n{}\n", file.string(), contents(file));
@@ -75,6 +77,10 @@ int hosts_command(int argc, char** argv) {
     auto* up = app.add_subcommand("up", "start N hosts under DIR; stays in the foreground until SIGTERM/^C");
     up->add_option("N", count, "number of hosts (host1..hostN)")->required()->check(CLI::Range(1, 64));
     up->add_option("DIR", up_dir, "directory for the hosts (created; removed on stop)")->required();
+    std::uint64_t store_tmpfs_mb = 0;
+    up->add_option("--store-tmpfs", store_tmpfs_mb,
+                   "each host's /nix/store on a tmpfs of this many MB (default: on disk under DIR); the cost of "
+                   "the host's own filesystem then stays out of a benchmark on one machine");
     auto* down = app.add_subcommand("down", "stop the hosts recorded under DIR, by pid");
     down->add_option("DIR", down_dir, "directory given to `ferry hosts up`")->required();
     try {
@@ -83,7 +89,7 @@ int hosts_command(int argc, char** argv) {
         return app.exit(e);
     }
     try {
-        if (up->parsed()) return hosts_up(count, up_dir);
+        if (up->parsed()) return hosts_up(count, up_dir, store_tmpfs_mb);
         return hosts_down(down_dir);
     } catch (const failure& f) {
         fmt::print(stderr, "ferry hosts: {}\n", f.what());
