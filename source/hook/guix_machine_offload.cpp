@@ -103,22 +103,14 @@ asio::awaitable<void> guix_run::steps(remote::guix_build_machine& m, ssh::sessio
 asio::awaitable<void> guix_run::resolve_codec(ssh::session& s, const std::vector<std::string>& missing) {
     codec = job.codec;
     if (!codec.is_auto()) co_return;
-    std::uint64_t bytes = 0;
-    {
-        store::store_database db(job.local_store);
-        for (const auto& p : missing)
-            if (auto info = db.query_path_info(p)) bytes += info->nar_size;
-    }
+    const std::uint64_t bytes = store::store_database(job.local_store).nar_size_total(missing);
     codec = job.remote_has_zstd ? codec::codec_spec{codec::codec_kind::zstd, codec::default_zstd_level}
                                 : codec::codec_spec{codec::codec_kind::none, 0};
     if (bytes < auto_measure_threshold) co_return;
-    std::optional<schedule::link_cache> links;
-    if (!settings.state_dir.empty()) links.emplace(settings.state_dir);
-    const auto target = schedule_machine_for(job.machine);
-    const auto known = links ? links->fresh(target) : std::nullopt;
-    auto probed = co_await transfer::probe_and_choose(s, missing, known);
+    remembered_link link(settings, job.machine);
+    auto probed = co_await transfer::probe_and_choose(s, missing, link.reusable());
     codec = probed.choice.spec;
-    if (links && !known) links->store(target, probed.link_bytes_per_s);  // only a new measurement renews it
+    link.after_send(probed.link_bytes_per_s);
     say(log_level::talkative, fmt::format("ferry: auto: {}", probed.choice.reason));
 }
 

@@ -164,12 +164,8 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         say(log_level::chatty, fmt::format("ferry: upload lock for {} taken, {} inputs still missing", uri,
                                            missing.size()));
     }
-    std::uint64_t missing_bytes = 0;
-    for (const auto& p : missing)
-        if (auto info = db.query_path_info(p)) missing_bytes += info->nar_size;
+    const std::uint64_t missing_bytes = db.nar_size_total(missing);
     auto codec = pick_send_codec(settings, job, missing_bytes);
-    std::optional<schedule::link_cache> links;
-    if (!settings.state_dir.empty()) links.emplace(settings.state_dir);
     say(log_level::talkative,
         fmt::format("ferry: {} of {} input paths missing on {} ({}), sending with {}", missing.size(),
                     job.inputs.size(), uri, megabytes(missing_bytes), codec::to_string(codec)));
@@ -180,7 +176,8 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
         so.compress_threads = settings.compression_threads;
         so.memory_budget = settings.memory_budget;
         if (settings.import_streams) so.streams = settings.import_streams;
-        if (codec.is_auto() && links) so.link_bytes_per_s = links->fresh(schedule_machine_for(job.machine));
+        std::optional<remembered_link> link;
+        if (codec.is_auto()) so.link_bytes_per_s = link.emplace(settings, job.machine).reusable();
         so.remote = m.options();
         so.server_version = m.control().server_version();
         if (events.progress)
@@ -195,9 +192,7 @@ asio::awaitable<void> offload_run::steps(remote::nix_build_machine& m, ssh::sess
             // What auto resolved to serves the outputs too (the same link back).
             codec = outcome.sent.codec.empty() ? pick_codec(settings, job.machine, job.probe)
                                                : codec::parse_codec_spec(outcome.sent.codec);
-            // Only a new measurement renews the record (a reused one would never expire).
-            if (links && !so.link_bytes_per_s && outcome.sent.link_bytes_per_s > 0)
-                links->store(schedule_machine_for(job.machine), outcome.sent.link_bytes_per_s);
+            link->after_send(outcome.sent.link_bytes_per_s);
             say(log_level::talkative,
                 fmt::format("ferry: auto (chosen in {:.2f} s): {}",
                             std::chrono::duration<double>(outcome.sent.choosing).count(), outcome.sent.auto_reason));

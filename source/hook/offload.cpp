@@ -69,6 +69,17 @@ ssh::session_options session_options_for(const machines::machine& m, const offlo
     return o;
 }
 
+remembered_link::remembered_link(const offload_settings& settings, const machines::machine& m)
+    : target_(schedule_machine_for(m)) {
+    if (settings.state_dir.empty()) return;
+    cache_.emplace(settings.state_dir);
+    reusable_ = cache_->fresh(target_);
+}
+
+void remembered_link::after_send(double measured_bytes_per_s) {
+    if (cache_ && !reusable_ && measured_bytes_per_s > 0) cache_->store(target_, measured_bytes_per_s);
+}
+
 schedule::machine schedule_machine_for(const machines::machine& m) {
     schedule::machine s;
     s.name = m.host;

@@ -4,7 +4,6 @@
 
 #include <asio/this_coro.hpp>
 
-
 namespace ferry::remote {
 
 asio::awaitable<std::unique_ptr<nix_build_machine>> nix_build_machine::open(ssh::session& s,
@@ -20,8 +19,9 @@ asio::awaitable<void> nix_build_machine::protect(const std::vector<std::string>&
     // Temp roots of the serve process (QueryValidPaths with lock = 1: nix-store
     // --serve --write calls addTempRoot for every path named, valid yet or not).
     // They hold as long as the serve process, i.e. until finish() hangs up (it
-    // exits on the EOF) — and go with it however the offload ends. One round trip, where a symlink root per
-    // path cost the machine a fork of `ln` per path (3000 inputs: ~7 s).
+    // exits on the EOF), and go with it however the offload ends. One round trip,
+    // where a symlink root per path cost the machine a fork of `ln` per path (3000
+    // inputs: ~7 s).
     if (paths.empty()) co_return;
     co_await control_.query_valid_paths(paths, /*lock=*/true, /*substitute=*/false);
 }

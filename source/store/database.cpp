@@ -220,6 +220,13 @@ std::optional<path_info> store_database::query_path_info(const std::string& path
     return info;
 }
 
+std::uint64_t store_database::nar_size_total(const std::vector<std::string>& paths) {
+    std::uint64_t total = 0;
+    for (const auto& p : paths)
+        if (auto info = query_path_info(p)) total += info->nar_size;
+    return total;
+}
+
 std::vector<std::string> store_database::closure(const std::vector<std::string>& paths) {
     std::set<std::string, store_path_less> seen;
     std::vector<std::string> todo;

@@ -23,6 +23,7 @@
 #include <boost/test/unit_test.hpp>
 #include <fmt/core.h>
 
+#include "ferry/hook/offload.hpp"
 #include "ferry/hosts/test_host.hpp"
 #include "ferry/protocol/nix_log.hpp"
 #include "ferry/protocol/wire.hpp"
@@ -519,6 +520,33 @@ BOOST_AUTO_TEST_CASE(ferry_watchdog_fires_when_remote_is_frozen) {
     BOOST_TEST(f.remote_roots().empty(), "remote GC roots left behind");
     BOOST_TEST(process_gone(serve));
     fs::remove(pid_file);
+}
+
+// Codec auto's link memory, shared by both front ends: a measurement is stored and
+// reused; a send that reused it does not renew it (it would never expire); without
+// a state directory nothing is remembered.
+BOOST_AUTO_TEST_CASE(remembered_link_reuses_and_renews_only_new_measurements) {
+    const auto dir = ferry::hosts::temporary_directory("ferry-link");
+    ferry::hook::offload_settings settings;
+    settings.state_dir = dir;
+    ferry::machines::machine m;
+    m.host = "builder.example";
+    ferry::hook::remembered_link first(settings, m);
+    BOOST_TEST(!first.reusable().has_value());
+    first.after_send(5e6);
+    ferry::hook::remembered_link second(settings, m);
+    BOOST_TEST_REQUIRE(second.reusable().has_value());
+    BOOST_TEST(*second.reusable() == 5e6);
+    second.after_send(9e6);  // reused: not a new measurement
+    BOOST_TEST(*ferry::hook::remembered_link(settings, m).reusable() == 5e6);
+    ferry::machines::machine other = m;
+    other.host = "other.example";
+    BOOST_TEST(!ferry::hook::remembered_link(settings, other).reusable().has_value());
+    ferry::hook::offload_settings stateless;
+    ferry::hook::remembered_link none(stateless, m);
+    none.after_send(7e6);
+    BOOST_TEST(!ferry::hook::remembered_link(stateless, m).reusable().has_value());
+    std::filesystem::remove_all(dir);
 }
 
 // What offload's protect() gives a Nix machine: temp roots of the remote serve

@@ -65,6 +65,7 @@
 #include "ferry/schedule/probe.hpp"
 #include "ferry/schedule/select.hpp"
 #include "ferry/schedule/slot.hpp"
+#include "ferry/schedule/state.hpp"
 #include "ferry/ssh/session.hpp"
 #include "ferry/ssh/ssh_options.hpp"
 #include "ferry/store/store_path.hpp"
@@ -123,6 +124,21 @@ ssh::session_options session_options_for(const machines::machine& m, const offlo
 schedule::machine schedule_machine_for(const machines::machine& m);
 // "ssh://user@host:port": what the daemon shows ("building X on Y").
 std::string machine_uri(const machines::machine& m);
+
+// The link speed codec auto may reuse for a machine (schedule::link_cache under
+// settings.state_dir; none without a state dir), and renewing it: only a new
+// measurement renews the record, a reused one would never expire. Both front ends
+// (Nix and Guix machines) go through this.
+class remembered_link {
+public:
+    remembered_link(const offload_settings& settings, const machines::machine& m);
+    std::optional<double> reusable() const { return reusable_; }  // bytes/s; nullopt: measure
+    void after_send(double measured_bytes_per_s);  // 0 = nothing was measured
+private:
+    std::optional<schedule::link_cache> cache_;
+    schedule::machine target_;
+    std::optional<double> reusable_;
+};
 
 struct machine_choice {
     protocol::hook_reply reply = protocol::hook_reply::decline;

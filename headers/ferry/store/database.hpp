@@ -61,6 +61,8 @@ public:
     bool is_valid(const std::string& path);
     std::optional<path_info> query_path_info(const std::string& path);
     std::vector<std::string> query_references(const std::string& path);  // sorted
+    // The NAR bytes of those of `paths` that are valid here (what a send of them moves).
+    std::uint64_t nar_size_total(const std::vector<std::string>& paths);
 
     // All paths reachable from `paths` through references (including them), sorted.
     // Throws failure(bad_input) naming an invalid start path.
